@@ -1,0 +1,155 @@
+"""`AdaptiveMLP`: a multi-layer perceptron block whose hidden widths are learned."""
+
+import keras
+
+from keras_awn import distributions
+from keras_awn import graph
+from keras_awn.layers.adaptive_dense import AdaptiveDense
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class AdaptiveMLP(keras.layers.Layer):
+    """MLP block with a fixed input and output size and adaptive hidden layers.
+
+    Stacks `hidden_layers` `AdaptiveDense` layers and a `keras.layers.Dense(output_units)`. The
+    hidden widths are learned; the block's outer interface never changes, so it can sit anywhere
+    in a model, including a subclassed model's `call`, where keras_awn could not see which layers
+    read a bare adaptive layer.
+
+    Args:
+        output_units: int >= 1, the size of the block's output.
+        hidden_layers: int >= 1, the number of adaptive hidden layers. Defaults to 2.
+        initial_units: int, or a list with one int per hidden layer: the starting widths.
+            Defaults to 16.
+        activation: activation of the hidden layers. Defaults to `"relu"`.
+        output_activation: activation of the output layer. Defaults to None.
+        quantile, distribution, min_units, max_units, importance_normalization,
+        weight_prior_scale, width_prior: passed to every hidden `AdaptiveDense`.
+        hidden_layer_configs: serialized hidden layers, used when a saved block is loaded
+            (they carry each layer's current capacity). Leave to None.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    class Classifier(keras_awn.Model):
+        def __init__(self):
+            super().__init__()
+            self.mlp = keras_awn.layers.AdaptiveMLP(output_units=10, hidden_layers=2)
+
+        def call(self, inputs):
+            return self.mlp(inputs)
+
+    model = Classifier()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=20)
+    keras_awn.widths(model)
+    ```
+    """
+
+    def __init__(
+        self,
+        output_units: int,
+        hidden_layers: int = 2,
+        initial_units=16,
+        activation="relu",
+        output_activation=None,
+        quantile: float = 0.9,
+        distribution="exponential",
+        min_units: int = 1,
+        max_units: int | None = None,
+        importance_normalization: str = "sum",
+        weight_prior_scale: float | None = 1.0,
+        width_prior: dict | None = None,
+        hidden_layer_configs: list | None = None,
+        **kwargs,
+    ):
+        for name, value in (("output_units", output_units), ("hidden_layers", hidden_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        if isinstance(initial_units, (list, tuple)):
+            if len(initial_units) != hidden_layers:
+                raise ValueError(
+                    "`initial_units` must be an int or a list with one int per hidden layer "
+                    f"({hidden_layers}). Received: initial_units={initial_units!r}"
+                )
+            initial_units = list(initial_units)
+        super().__init__(**kwargs)
+        self.output_units = output_units
+        self.hidden_layers = hidden_layers
+        self.initial_units = initial_units
+        self.activation = keras.activations.get(activation)
+        self.output_activation = keras.activations.get(output_activation)
+        self.adaptive_arguments = {
+            "quantile": quantile,
+            "distribution": distribution,
+            "min_units": min_units,
+            "max_units": max_units,
+            "importance_normalization": importance_normalization,
+            "weight_prior_scale": weight_prior_scale,
+            "width_prior": width_prior,
+        }
+        if hidden_layer_configs is not None:
+            self.hidden = [
+                keras.saving.deserialize_keras_object(config) for config in hidden_layer_configs
+            ]
+        else:
+            per_layer = initial_units if isinstance(initial_units, list) else [initial_units] * hidden_layers
+            self.hidden = [
+                AdaptiveDense(
+                    units,
+                    activation=activation,
+                    dtype=self.dtype_policy,
+                    name=f"{self.name}_hidden_{index}",
+                    **self.adaptive_arguments,
+                )
+                for index, units in enumerate(per_layer)
+            ]
+        self.output_layer = keras.layers.Dense(
+            output_units,
+            activation=output_activation,
+            dtype=self.dtype_policy,
+            name=f"{self.name}_output",
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.output_layer.build(shape)
+        graph.link(self, initialize=True)
+
+    def adaptive_links(self):
+        """`[(adaptive layer, [readers])]`: each hidden layer feeds the next layer of the block."""
+        readers = self.hidden[1:] + [self.output_layer]
+        return [(layer, [reader]) for layer, reader in zip(self.hidden, readers)]
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.hidden:
+            x = layer(x, training=training)
+        return self.output_layer(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "output_units": self.output_units,
+                "hidden_layers": self.hidden_layers,
+                "initial_units": self.initial_units,
+                "activation": keras.activations.serialize(self.activation),
+                "output_activation": keras.activations.serialize(self.output_activation),
+                **self.adaptive_arguments,
+                "distribution": distributions.serialize(
+                    distributions.get(self.adaptive_arguments["distribution"])
+                ),
+                "hidden_layer_configs": [
+                    keras.saving.serialize_keras_object(layer) for layer in self.hidden
+                ],
+            }
+        )
+        return config

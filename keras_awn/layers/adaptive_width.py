@@ -1,0 +1,284 @@
+"""`AdaptiveWidthLayer`: what every layer with a learned number of units shares.
+
+An adaptive layer physically allocates `capacity` units. Inside every (compiled) step it computes
+its width from the learned width parameter, masks the units beyond it and scales the active ones
+by their importance. Between steps, `keras_awn.callbacks.WidthController` reallocates the capacity
+when the width approaches it or falls far below it. Subclasses (`AdaptiveDense`, ...) only say
+which of their variables carry the unit axis and how they compute their pre-importance output.
+"""
+
+import warnings
+
+import keras
+from keras import ops
+
+from keras_awn import distributions as distributions_module
+
+NORMALIZATIONS = ("sum", "mean")
+
+
+class WidthLinks:
+    """Who feeds an adaptive layer and who reads it (set by `keras_awn.graph`).
+
+    A plain object on purpose: Keras tracks `Layer` attributes (and torch registers modules), so
+    references to neighbouring layers must not be stored as attributes directly.
+    """
+
+    def __init__(self):
+        self.producer = None  # the adaptive layer whose output this layer reads, if any
+        self.consumers = []  # layers whose input axis follows this layer's units
+        self.passthrough = []  # zero-preserving layers between this layer and its consumers
+        self.controlled = False  # a WidthController is attached to the running fit
+        self.warned = False
+
+    def __repr__(self):
+        names = [c.name for c in self.consumers]
+        producer = self.producer.name if self.producer is not None else None
+        return f"WidthLinks(producer={producer}, consumers={names})"
+
+
+def _check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def _check_positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+
+
+def validate_width_prior(width_prior):
+    """Checks a `width_prior` argument and returns it as a plain dict (or None)."""
+    if width_prior is None:
+        return None
+    if not isinstance(width_prior, dict) or set(width_prior) != {"mean_units", "scale"}:
+        raise ValueError(
+            "`width_prior` must be None or a dict with keys 'mean_units' and 'scale', e.g. "
+            f"{{'mean_units': 64, 'scale': 1.0}}. Received: width_prior={width_prior!r}"
+        )
+    _check_positive_int("width_prior['mean_units']", width_prior["mean_units"])
+    _check_positive_number("width_prior['scale']", width_prior["scale"])
+    return {"mean_units": int(width_prior["mean_units"]), "scale": float(width_prior["scale"])}
+
+
+class AdaptiveWidthLayer(keras.layers.Layer):
+    """Base class of layers whose number of output units is learned during `fit`.
+
+    Args:
+        initial_units: int >= 1, the width the layer starts with.
+        quantile: float in (0, 1), the share of the importance mass the width covers.
+            Defaults to 0.9 (the paper).
+        distribution: `"exponential"` (default), `"power_law"`, or a
+            `keras_awn.distributions.WidthDistribution` instance.
+        min_units: int >= 1, lower bound on the width. Defaults to 1.
+        max_units: int >= `min_units` or None (unbounded, the default), upper bound on the width
+            and on the capacity.
+        capacity: int or None, units physically allocated. Defaults to twice `initial_units`
+            (capped by `max_units`) so the width can grow before the first reallocation.
+        importance_normalization: `"sum"` (the paper: active importances sum to 1, default) or
+            `"mean"` (they average 1, so activations keep their scale).
+        weight_prior_scale: positive float or None, the standard deviation of the Gaussian prior
+            on the active weights (the paper's sigma_theta). None disables it. Defaults to 1.0.
+        width_prior: None (default) or `{"mean_units": int, "scale": float}`, a Gaussian prior
+            on the width parameter centred where the width equals `mean_units`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+    """
+
+    def __init__(
+        self,
+        initial_units: int,
+        quantile: float = 0.9,
+        distribution="exponential",
+        min_units: int = 1,
+        max_units: int | None = None,
+        capacity: int | None = None,
+        importance_normalization: str = "sum",
+        weight_prior_scale: float | None = 1.0,
+        width_prior: dict | None = None,
+        **kwargs,
+    ):
+        _check_positive_int("initial_units", initial_units)
+        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)):
+            raise ValueError(f"`quantile` must be a float in (0, 1). Received: quantile={quantile!r}")
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"`quantile` must be in the open interval (0, 1). Received: quantile={quantile!r}")
+        _check_positive_int("min_units", min_units)
+        if max_units is not None:
+            _check_positive_int("max_units", max_units)
+            if max_units < min_units:
+                raise ValueError(
+                    "`max_units` must be >= `min_units`. "
+                    f"Received: max_units={max_units}, min_units={min_units}"
+                )
+        if capacity is not None:
+            _check_positive_int("capacity", capacity)
+            if max_units is not None and capacity > max_units:
+                raise ValueError(
+                    "`capacity` must be <= `max_units`. "
+                    f"Received: capacity={capacity}, max_units={max_units}"
+                )
+        if importance_normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`importance_normalization` must be one of {NORMALIZATIONS}. "
+                f"Received: importance_normalization={importance_normalization!r}"
+            )
+        if weight_prior_scale is not None:
+            _check_positive_number("weight_prior_scale", weight_prior_scale)
+        super().__init__(**kwargs)
+        self.initial_units = initial_units
+        self.quantile = float(quantile)
+        self.distribution = distributions_module.get(distribution)
+        self.min_units = min_units
+        self.max_units = max_units
+        self.importance_normalization = importance_normalization
+        self.weight_prior_scale = None if weight_prior_scale is None else float(weight_prior_scale)
+        self.width_prior = validate_width_prior(width_prior)
+        if capacity is None:
+            capacity = 2 * initial_units
+            if max_units is not None:
+                capacity = min(capacity, max_units)
+        self.capacity = capacity
+        # Python-side state the controller sets; never serialized.
+        self._width_links = WidthLinks()
+        self._num_examples = None
+
+    # -- Width and importance, in-graph ----------------------------------------------------------
+
+    def _build_width_parameter(self):
+        raw = self.distribution.raw_for_width(self.initial_units, self.quantile)
+        self.width_parameter = self.add_weight(
+            name="width_parameter",
+            shape=(),
+            initializer=keras.initializers.Constant(raw),
+            trainable=True,
+            # The width parameter feeds exp/log/ceil: keep it in float32 under mixed precision.
+            dtype="float32",
+            autocast=False,
+        )
+
+    def desired_units_tensor(self):
+        """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
+        width = self.distribution.width(self.width_parameter, self.quantile)
+        upper = self.max_units if self.max_units is not None else float("inf")
+        return ops.clip(width, float(self.min_units), upper)
+
+    def active_units_tensor(self):
+        """Units that exist in this step: the desired width, capped by the capacity."""
+        return ops.minimum(self.desired_units_tensor(), float(self.capacity))
+
+    def unit_mask(self):
+        """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
+        index = ops.arange(self.capacity, dtype="float32")
+        return ops.cast(index < self.active_units_tensor(), "float32")
+
+    def importance(self):
+        """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
+        return self.distribution.importance(
+            self.width_parameter,
+            self.capacity,
+            self.active_units_tensor(),
+            self.importance_normalization,
+        )
+
+    # -- Width, eager (between steps) -----------------------------------------------------------
+
+    @property
+    def desired_units(self) -> int:
+        """Width the distribution asks for now (Python int, may exceed the capacity)."""
+        return int(ops.convert_to_numpy(self.desired_units_tensor()))
+
+    @property
+    def active_units(self) -> int:
+        """Number of units that currently exist (Python int)."""
+        return int(ops.convert_to_numpy(self.active_units_tensor()))
+
+    # -- What subclasses provide ---------------------------------------------------------------
+
+    def output_unit_variables(self):
+        """`[(variable, axis), ...]`: the variables indexed by this layer's units."""
+        raise NotImplementedError
+
+    def input_unit_variables(self):
+        """`[(variable, axis), ...]`: the variables indexed by the units of the layer feeding this
+        one, resized with it when this layer consumes an adaptive layer."""
+        raise NotImplementedError
+
+    def initializer_for(self, variable):
+        """The initializer that draws new units of `variable` when the capacity grows."""
+        raise NotImplementedError
+
+    # -- The variational objective ---------------------------------------------------------------
+
+    def _masked_square_sum(self, variable, masks):
+        """Sum of squares of the active entries of `variable`; `masks` maps axis -> mask."""
+        value = ops.cast(variable, "float32")
+        squares = ops.square(value)
+        for axis, mask in masks.items():
+            shape = [1] * len(variable.shape)
+            shape[axis] = variable.shape[axis]
+            squares = squares * ops.reshape(mask, shape)
+        return ops.sum(squares)
+
+    def prior_loss(self):
+        """Negative log prior of this layer's active weights and width parameter (unscaled).
+
+        `sum(theta^2) / (2 sigma_theta^2)` over the weights of active units (and, when an adaptive
+        layer feeds this one, of its active inputs), plus `(nu - mu)^2 / (2 sigma_nu^2)` when a
+        width prior is set. Masked units are excluded so they stay exactly as initialised.
+        """
+        total = ops.zeros((), "float32")
+        if self.weight_prior_scale is not None:
+            output_mask = self.unit_mask()
+            producer = self._width_links.producer
+            input_mask = producer.unit_mask() if producer is not None else None
+            input_axes = {id(v): axis for v, axis in self.input_unit_variables()}
+            squares = ops.zeros((), "float32")
+            for variable, axis in self.output_unit_variables():
+                masks = {axis: output_mask}
+                if input_mask is not None and id(variable) in input_axes:
+                    masks[input_axes[id(variable)]] = input_mask
+                squares = squares + self._masked_square_sum(variable, masks)
+            total = total + squares / (2.0 * self.weight_prior_scale**2)
+        if self.width_prior is not None:
+            mean = self.distribution.raw_for_width(self.width_prior["mean_units"], self.quantile)
+            deviation = ops.cast(self.width_parameter, "float32") - mean
+            total = total + ops.square(deviation) / (2.0 * self.width_prior["scale"] ** 2)
+        return total
+
+    def _has_prior(self):
+        return self.weight_prior_scale is not None or self.width_prior is not None
+
+    def _add_prior_loss(self, training):
+        """Adds the prior scaled by 1/N (the ELBO per example) once N is known."""
+        if training and not self._width_links.controlled and not self._width_links.warned:
+            self._width_links.warned = True
+            warnings.warn(
+                f"Adaptive layer '{self.name}' is training without a "
+                "`keras_awn.callbacks.WidthController`: its capacity cannot grow or shrink and "
+                "the prior is not part of the loss until the number of training examples is "
+                "known. Use `keras_awn.Model`/`keras_awn.Sequential`, or pass "
+                "`callbacks=[keras_awn.callbacks.WidthController()]` to `fit`.",
+                stacklevel=3,
+            )
+        if self._num_examples is not None and self._has_prior():
+            self.add_loss(self.prior_loss() / float(self._num_examples))
+
+    # -- Serialization -------------------------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "initial_units": self.initial_units,
+                "quantile": self.quantile,
+                "distribution": distributions_module.serialize(self.distribution),
+                "min_units": self.min_units,
+                "max_units": self.max_units,
+                # The current allocation, so that a reloaded model rebuilds the saved shapes.
+                "capacity": self.capacity,
+                "importance_normalization": self.importance_normalization,
+                "weight_prior_scale": self.weight_prior_scale,
+                "width_prior": self.width_prior,
+            }
+        )
+        return config

@@ -1,0 +1,211 @@
+"""`keras_awn.Model` and `keras_awn.Sequential`: Keras models that manage adaptive widths.
+
+They differ from their Keras parents in four ways, all backend-agnostic:
+
+- `fit` attaches a `keras_awn.callbacks.WidthController` (unless one is passed) and tells it the
+  number of training examples N, inferred from array inputs.
+- `compile` adds one metric per adaptive layer, `<layer name>_width`, so the progress bar and
+  `History` show the widths.
+- `compute_loss` updates those metrics inside the compiled step (no host synchronisation).
+- Building a Sequential or functional model links each adaptive layer to the layers reading it,
+  refuses readers that cannot follow its width, and applies the paper's compensating
+  initialisation to them.
+"""
+
+import inspect
+import math
+
+import keras
+from keras import ops
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+from keras.src.trainers.trainer import Trainer
+
+from keras_awn import graph
+from keras_awn.callbacks import WidthController
+
+
+class WidthMetric(keras.metrics.Metric):
+    """Reports the current width of one adaptive layer (the value of the latest step)."""
+
+    def __init__(self, name, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.width = self.add_variable(shape=(), initializer="zeros", name="width")
+
+    def update_state(self, width):
+        self.width.assign(ops.cast(width, self.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.width)
+
+
+class _NotTracked:
+    """Holds Python objects on a model without Keras (or torch) tracking them."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+
+def infer_num_examples(x, validation_split=0.0):
+    """The number of training examples in `fit`'s `x`, or None where it cannot be known.
+
+    Arrays (numpy, backend tensors, pandas) and nested structures of them give their first
+    dimension; loaders with a sized `dataset` (torch `DataLoader`) give `len(dataset)`. Datasets
+    and generators give None. `validation_split` is taken out as Keras does.
+    """
+    if x is None:
+        return None
+    leaves = keras.tree.flatten(x)
+    if not leaves:
+        return None
+    first = leaves[0]
+    count = None
+    shape = getattr(first, "shape", None)
+    if shape is not None and not callable(shape) and len(shape) >= 1 and shape[0] is not None:
+        count = int(shape[0])
+    else:
+        dataset = getattr(first, "dataset", None)
+        if dataset is not None and hasattr(first, "batch_size") and hasattr(dataset, "__len__"):
+            count = len(dataset)
+    if count is not None and validation_split:
+        count = int(math.floor(count * (1.0 - validation_split)))
+    return count
+
+
+class _AdaptiveTrainingMixin:
+    """What `keras_awn.Model` and `keras_awn.Sequential` add to their Keras parents."""
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        trackers = [
+            (WidthMetric(name=f"{layer.name}_width"), layer)
+            for layer in graph.adaptive_layers(self)
+        ]
+        object.__setattr__(self, "_width_metrics", _NotTracked(trackers))
+
+    def compile_from_config(self, config):
+        # Keras skips compiling a loaded model whose class overrides `compile`; this compile only
+        # adds metrics, so restore the saved compile arguments as Keras does for plain models.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        holder = getattr(self, "_width_metrics", None)
+        if holder is None or not self.compiled:
+            return metrics
+        return metrics + [metric for metric, _ in holder.items]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        holder = getattr(self, "_width_metrics", None)
+        if holder is not None:
+            for metric, layer in holder.items:
+                if layer.built:
+                    metric.update_state(layer.active_units_tensor())
+        return loss
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs)
+        arguments.apply_defaults()
+        callbacks = list(arguments.arguments.get("callbacks") or [])
+        controllers = [c for c in callbacks if isinstance(c, WidthController)]
+        if not controllers:
+            controllers = [WidthController()]
+            callbacks.extend(controllers)
+        num_examples = infer_num_examples(x, arguments.arguments.get("validation_split") or 0.0)
+        for controller in controllers:
+            controller.inferred_num_examples = num_examples
+        arguments.arguments["callbacks"] = callbacks
+        call = dict(arguments.arguments)
+        call.pop("self")
+        return super().fit(**call)
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class Model(_AdaptiveTrainingMixin, keras.Model):
+    """A `keras.Model` whose adaptive layers learn their width during `fit`.
+
+    Use it exactly like `keras.Model`, functionally (`keras_awn.Model(inputs, outputs)`) or by
+    subclassing (define `call`; use adaptive blocks such as `keras_awn.layers.AdaptiveMLP`
+    there, since keras_awn cannot see which layers read a bare adaptive layer inside `call`).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((2,))
+    hidden = keras_awn.layers.AdaptiveDense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(2)(hidden)
+    model = keras_awn.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=20)
+    keras_awn.widths(model)
+    ```
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and functional_init_arguments(args, kwargs):
+            # keras.Model would turn *this class* into a Functional subclass for good; a separate
+            # class keeps keras_awn.Model usable for subclassed models in the same process.
+            return super().__new__(FunctionalModel, *args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        if functional_init_arguments(args, kwargs):
+            raise TypeError(
+                f"{type(self).__name__} subclasses keras_awn.Model and was given functional "
+                "arguments (inputs, outputs). Subclass keras_awn.models.FunctionalModel to build "
+                "a functional model in a subclass's __init__."
+            )
+        super().__init__(*args, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class FunctionalModel(Model, Functional):
+    """The functional form of `keras_awn.Model` (what `keras_awn.Model(inputs, outputs)` returns)."""
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        Trainer.__init__(self)
+        Functional.__init__(self, inputs, outputs, name=name, **kwargs)
+        graph.link(self, initialize=True)
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class Sequential(_AdaptiveTrainingMixin, keras.Sequential):
+    """A `keras.Sequential` whose adaptive layers learn their width during `fit`.
+
+    Example:
+
+    ```python
+    model = keras_awn.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu"),
+        keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu"),
+        keras.layers.Dense(2),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, epochs=50)
+    history.history["adaptive_dense_width"]
+    ```
+    """
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if getattr(self, "_functional", None) is None:
+            return
+        try:
+            graph.link(self, initialize=True)
+        except graph.UnsupportedConsumerError:
+            # While layers are still being added the last one may be adaptive; the graph is
+            # checked again by `compile` and when `fit` starts.
+            pass
+
+    def compile(self, *args, **kwargs):
+        if getattr(self, "_functional", None) is not None:
+            graph.find_links(self)  # refuse unsupported readers before training starts
+        super().compile(*args, **kwargs)

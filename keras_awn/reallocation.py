@@ -1,0 +1,247 @@
+"""Reallocation: change the physical capacity of adaptive layers between training steps.
+
+This is the only module of keras_awn that knows Keras and backend internals. A Keras variable
+cannot change shape, so a resize creates new variables and swaps them into the layers' trackers
+at the same positions, which keeps the order that saving and the optimizer rely on. The procedure
+(measured on all three backends; skipping a step fails, silently on some):
+
+1. The caller reads `callback.model` first: on JAX this writes the running state back into the
+   variables (mid-epoch they are purged).
+2. Compute every new value (weights, optimizer slots) before touching the model, so that a
+   failure leaves the model as it was.
+3. Swap each variable in place (matched by identity, not `==`), update the layers' input specs
+   and build shapes (so `.keras` reloads at the new shapes).
+4. torch: re-register every layer's parameters (`model.parameters()` would keep stale tensors).
+5. Give the model a new optimizer built on the new variables, with the old state copied over:
+   surviving units keep their moments, new units start at zero, `iterations` is kept.
+6. Force-rebuild the train, test and predict functions (TF would keep training the old,
+   captured variables).
+
+New units are masked (beyond the width) when created, so a reallocation does not change what the
+model computes.
+"""
+
+import random
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_awn import graph
+from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
+
+
+def _random_seed() -> int:
+    # Python's RNG is seeded by keras.utils.set_random_seed, so reallocations are reproducible.
+    return random.randint(0, 2**31 - 1)
+
+
+def _draw(initializer, shape, dtype):
+    """A fresh draw of `initializer` at `shape`, with a new seed (an unseeded Keras initializer
+    reuses one default seed, which would repeat the same values at every reallocation)."""
+    config = initializer.get_config()
+    if "seed" in config:
+        initializer = initializer.__class__.from_config({**config, "seed": _random_seed()})
+    return ops.convert_to_numpy(initializer(shape, dtype=dtype))
+
+
+def _fit_into(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Copies the overlap of `old` into `new` (slicing or padding along every axis)."""
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(old.shape, new.shape))
+    new[overlap] = old[overlap]
+    return new
+
+
+def _consumer_input_variables(consumer):
+    if isinstance(consumer, AdaptiveWidthLayer):
+        return consumer.input_unit_variables()
+    return [(consumer.kernel, 0)]
+
+
+def _plan_shapes(new_capacities, links):
+    """{id(variable): [variable, owner layer, target shape, role per axis]} for every resize."""
+    plan = {}
+
+    def entry(variable, layer):
+        key = id(variable)
+        if key not in plan:
+            plan[key] = [variable, layer, list(variable.shape), {}]
+        return plan[key]
+
+    for producer, capacity in new_capacities.items():
+        for variable, axis in producer.output_unit_variables():
+            item = entry(variable, producer)
+            item[2][axis] = capacity
+            item[3][axis] = ("output", producer)
+        consumers, _ = links[producer]
+        for consumer in consumers:
+            for variable, axis in _consumer_input_variables(consumer):
+                item = entry(variable, consumer)
+                item[2][axis] = capacity
+                item[3][axis] = ("input", producer)
+    return plan
+
+
+def _new_value(variable, layer, shape, roles):
+    """The resized value: the old entries where they survive, fresh draws elsewhere."""
+    old = ops.convert_to_numpy(variable).astype(variable.dtype)
+    shape = tuple(shape)
+    output_axes = [axis for axis, (role, _) in roles.items() if role == "output"]
+    if output_axes:
+        # The layer's own new units: drawn as its initializer would draw them at this shape.
+        initializer = layer.initializer_for(variable)
+        fresh = _draw(initializer, shape, variable.dtype)
+    else:
+        fresh = np.zeros(shape, variable.dtype)
+    for axis, (role, producer) in roles.items():
+        if role != "input" or shape[axis] <= old.shape[axis]:
+            continue
+        # Rows reading the producer's new units: the paper's compensating initialisation.
+        region = [slice(None)] * len(shape)
+        region[axis] = slice(old.shape[axis], shape[axis])
+        region_shape = list(shape)
+        region_shape[axis] = shape[axis] - old.shape[axis]
+        draw = keras.random.normal(
+            tuple(region_shape),
+            stddev=graph.compensating_stddev(producer),
+            dtype=variable.dtype,
+            seed=_random_seed(),
+        )
+        fresh[tuple(region)] = ops.convert_to_numpy(draw)
+    return _fit_into(old, fresh)
+
+
+def _make_variable(old, value):
+    """A new variable like `old` (name, path, dtype, trainability) holding `value`."""
+    new = keras.Variable(
+        value,
+        dtype=old.dtype,
+        trainable=old.trainable,
+        autocast=getattr(old, "_autocast", True),
+        aggregation=getattr(old, "aggregation", "none"),
+        name=old.name,
+    )
+    # The path names the variable in optimizer slots and torch parameter dicts: keep it.
+    new._path = old.path
+    new.regularizer = old.regularizer
+    new.constraint = old.constraint
+    return new
+
+
+def _swap_in_place(layer, old, new):
+    """Replaces `old` by `new` in `layer`'s tracker (same list position) and attribute."""
+    store = "trainable_variables" if old.trainable else "non_trainable_variables"
+    variables = layer._tracker.config[store][1]
+    position = next(i for i, v in enumerate(variables) if v is old)
+    variables[position] = new
+    ids = layer._tracker.stored_ids[store]
+    ids.discard(id(old))
+    ids.add(id(new))
+    attribute = next(name for name, value in vars(layer).items() if value is old)
+    object.__setattr__(layer, attribute, new)
+
+
+def _resized_shape(shape, capacity):
+    if shape is None:
+        return None
+    return tuple(shape[:-1]) + (capacity,)
+
+
+def _update_input_metadata(layer, capacity):
+    """Keeps a reader's declared input width (input spec, build config) in step with its input."""
+    spec = getattr(layer, "input_spec", None)
+    if isinstance(spec, keras.InputSpec) and spec.axes and -1 in spec.axes:
+        layer.input_spec = keras.InputSpec(
+            min_ndim=spec.min_ndim, ndim=spec.ndim, axes={**spec.axes, -1: capacity}
+        )
+    shapes = getattr(layer, "_build_shapes_dict", None)
+    if shapes:
+        layer._build_shapes_dict = {k: _resized_shape(v, capacity) for k, v in shapes.items()}
+
+
+def _rebuild_optimizer(model, replacements):
+    """A new optimizer built on the model's new variables, carrying the old state over."""
+    old = getattr(model, "optimizer", None)
+    if old is None or not getattr(old, "built", False):
+        return None
+    variables = [replacements.get(id(v), v) for v in model.trainable_variables]
+    new = old.__class__.from_config(old.get_config())
+    new.build(variables)
+    if len(new.variables) != len(old.variables):
+        raise RuntimeError(
+            f"Rebuilding optimizer {type(old).__name__} gave {len(new.variables)} variables "
+            f"instead of {len(old.variables)}; keras_awn cannot carry its state over."
+        )
+    values = []
+    for old_variable, new_variable in zip(old.variables, new.variables):
+        value = ops.convert_to_numpy(old_variable)
+        if value.shape != tuple(new_variable.shape):
+            # Moments of surviving units are kept; new units start at zero.
+            value = _fit_into(value, np.zeros(tuple(new_variable.shape), value.dtype))
+        values.append(value)
+    for new_variable, value in zip(new.variables, values):
+        new_variable.assign(value)
+    return new
+
+
+def resize(model, new_capacities: dict, links: dict | None = None) -> None:
+    """Sets the capacity of adaptive layers, resizing them and their readers in place.
+
+    Args:
+        model: the model holding the layers (on JAX, obtained through `callback.model` so that
+            its state is synced).
+        new_capacities: `{adaptive_layer: capacity}`.
+        links: the model's links (`keras_awn.graph.link`); found when omitted.
+    """
+    new_capacities = {
+        layer: int(capacity)
+        for layer, capacity in new_capacities.items()
+        if int(capacity) != layer.capacity
+    }
+    if not new_capacities:
+        return
+    if links is None:
+        links = graph.link(model)
+    for layer, capacity in new_capacities.items():
+        if capacity < 1:
+            raise ValueError(
+                f"A capacity must be >= 1. Received: capacity={capacity} for layer '{layer.name}'"
+            )
+
+    # 1. Everything new is computed before the model changes.
+    plan = _plan_shapes(new_capacities, links)
+    replacements = {}
+    swaps = []
+    for variable, layer, shape, roles in plan.values():
+        new = _make_variable(variable, _new_value(variable, layer, shape, roles))
+        replacements[id(variable)] = new
+        swaps.append((layer, variable, new))
+    optimizer = _rebuild_optimizer(model, replacements)
+
+    # 2. Swap. Nothing below can fail on a consistent model.
+    for layer, old, new in swaps:
+        _swap_in_place(layer, old, new)
+    for producer, capacity in new_capacities.items():
+        producer.capacity = capacity
+        consumers, passthrough = links[producer]
+        for reader in list(consumers) + list(passthrough):
+            _update_input_metadata(reader, capacity)
+    if keras.backend.backend() == "torch":
+        for layer in model._flatten_layers(include_self=True):
+            layer._track_variables()
+    if optimizer is not None:
+        model.optimizer = optimizer
+    rebuild_step_functions(model)
+
+
+def rebuild_step_functions(model) -> None:
+    """Forces the train/test/predict functions to be rebuilt at their next use.
+
+    Needed after any change a traced step would not see: new variables (TF captures them by
+    reference) or new Python-side constants such as the number of training examples.
+    """
+    if getattr(model, "compiled", False):
+        model.make_train_function(force=True)
+        model.make_test_function(force=True)
+    if hasattr(model, "make_predict_function"):
+        model.predict_function = None
