@@ -1,0 +1,21 @@
+"""Test configuration. The suite runs once per backend (KERAS_BACKEND), in separate processes."""
+
+import importlib.util
+
+# As in Keras' own conftest: torch must be imported before tensorflow in a process holding both
+# (tensorflow_probability, the distributions' oracle, loads TensorFlow's libraries).
+if importlib.util.find_spec("torch") is not None:
+    import torch  # noqa: F401
+
+import keras
+import pytest
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend: {keras.backend.backend()}"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield

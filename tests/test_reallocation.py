@@ -1,0 +1,195 @@
+"""Reallocation must be invisible: same outputs, same optimizer state, same training trajectory."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_awn
+from keras_awn import reallocation
+from keras_awn.callbacks import WidthController
+from tests import helpers
+
+
+def twin_models(builder=helpers.sequential_model, **kwargs):
+    """Two models with identical weights, compiled identically."""
+    first = builder(**kwargs)
+    second = first.__class__.from_config(first.get_config())
+    second.set_weights(first.get_weights())
+    return helpers.compile_classifier(first), helpers.compile_classifier(second)
+
+
+class ResizeAt(keras.callbacks.Callback):
+    """Forces capacities at the beginning of a given batch and records what it saw."""
+
+    def __init__(self, step, capacities):
+        super().__init__()
+        self.step = step
+        self.capacities = capacities
+        self.seen = 0
+        self.before = self.after = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seen == self.step:
+            model = self.model  # syncs JAX state
+            probe = np.linspace(-1, 1, 16, dtype="float32").reshape(8, 2)
+            self.before = ops.convert_to_numpy(model(probe))
+            self.moments_before = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+            self.iterations_before = int(ops.convert_to_numpy(model.optimizer.iterations))
+            layers = keras_awn.graph.adaptive_layers(model)
+            reallocation.resize(model, {layers[i]: c for i, c in self.capacities.items()})
+            self.after = ops.convert_to_numpy(model(probe))
+            self.moments_after = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+            self.iterations_after = int(ops.convert_to_numpy(model.optimizer.iterations))
+        self.seen += 1
+
+
+def frozen_controller(**kwargs):
+    # Checks so rarely that the controller never reallocates on its own in these tests.
+    return WidthController(check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "capacities", [{0: 40, 1: 30}, {0: 12, 1: 10}, {1: 64}], ids=["grow", "shrink", "grow_last"]
+)
+@pytest.mark.parametrize("builder", [helpers.sequential_model, helpers.functional_model])
+def test_reallocation_mid_training_is_invisible(capacities, builder):
+    x, y = helpers.spiral_data(256)
+    resized, reference = twin_models(builder, initial_units=(8, 8))
+    resize = ResizeAt(step=5, capacities=capacities)
+    losses_resized, losses_reference = helpers.BatchLossRecorder(), helpers.BatchLossRecorder()
+    resized.fit(
+        x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+        callbacks=[frozen_controller(), resize, losses_resized],
+    )
+    reference.fit(
+        x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
+        callbacks=[frozen_controller(), losses_reference],
+    )
+    layers = keras_awn.graph.adaptive_layers(resized)
+    for index, capacity in capacities.items():
+        assert layers[index].capacity == capacity
+    # Same function before and after the swap.
+    np.testing.assert_allclose(resize.after, resize.before, rtol=1e-6, atol=1e-6)
+    # Same trajectory as the model that was never reallocated (widths stayed inside capacity).
+    np.testing.assert_allclose(losses_resized.losses, losses_reference.losses, rtol=1e-5, atol=1e-6)
+    probe = x[:32]
+    np.testing.assert_allclose(
+        resized.predict(probe, verbose=0), reference.predict(probe, verbose=0), rtol=1e-4, atol=1e-5
+    )
+    assert resize.iterations_after == resize.iterations_before == 5
+
+
+def test_optimizer_moments_of_surviving_units_are_kept():
+    x, y = helpers.spiral_data(128)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(6, 6)))
+    resize = ResizeAt(step=3, capacities={0: 24})
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[frozen_controller(), resize])
+    before = {v.shape: v for v in resize.moments_before}
+    checked = 0
+    for old, new in zip(resize.moments_before, resize.moments_after):
+        if old.shape == new.shape:
+            np.testing.assert_array_equal(old, new)
+            continue
+        overlap = tuple(slice(0, s) for s in old.shape)
+        np.testing.assert_array_equal(new[overlap], old)
+        padding = np.ones(new.shape, bool)
+        padding[overlap] = False
+        assert np.all(new[padding] == 0.0)  # new units start with zero moments
+        checked += 1
+    # First layer kernel/bias and second layer kernel, each with Adam's two moments.
+    assert checked == 6
+    assert before  # the optimizer had state to carry
+
+
+def test_masked_units_receive_no_update():
+    x, y = helpers.spiral_data(128)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(6, 6)))
+    model.build((None, 2))
+    first = model.layers[0]
+    kernel_before = ops.convert_to_numpy(first.kernel).copy()
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[frozen_controller()])
+    width = first.active_units
+    kernel_after = ops.convert_to_numpy(first.kernel)
+    np.testing.assert_array_equal(kernel_after[:, width + 2 :], kernel_before[:, width + 2 :])
+    assert not np.allclose(kernel_after[:, :width], kernel_before[:, :width])
+
+
+def test_failed_resize_leaves_the_model_untouched():
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(6, 6)))
+    x, y = helpers.spiral_data(64)
+    model.fit(x, y, epochs=1, verbose=0)
+    weights = model.get_weights()
+    layer = model.layers[0]
+    with pytest.raises(ValueError, match="capacity=0"):
+        reallocation.resize(model, {layer: 0})
+    assert layer.capacity == 12
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_dense_reader_follows_the_new_width():
+    model = helpers.sequential_model(initial_units=(6,))
+    layer, dense = model.layers[0], model.layers[1]
+    reallocation.resize(model, {layer: 30})
+    assert tuple(dense.kernel.shape) == (30, 2)
+    assert dense.input_spec.axes[-1] == 30
+    # The reader also works when called on its own at the new width.
+    assert tuple(dense(np.ones((1, 30), "float32")).shape) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "width,capacity,expected",
+    [
+        (10, 20, 20),  # inside the band: no change
+        (17, 20, 34),  # above 0.8 * capacity: grow to 2 * width
+        (25, 20, 50),  # saturated: grow
+        (4, 20, 8),  # below 0.25 * capacity: shrink to 2 * width
+        (5, 20, 20),  # at the shrink threshold: keep
+        (60, 64, 64),  # already at max_units=64: no change
+        (40, 48, 64),  # growth capped by max_units
+    ],
+)
+def test_capacity_policy(width, capacity, expected):
+    layer = keras_awn.layers.AdaptiveDense(8, capacity=capacity, max_units=64)
+    assert WidthController().target_capacity(layer, width) == expected
+
+
+def test_policy_respects_min_units():
+    layer = keras_awn.layers.AdaptiveDense(20, capacity=100, min_units=20)
+    assert WidthController().target_capacity(layer, 3) == 20
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_examples": 0}, "num_examples=0"),
+        ({"check_every": 0}, "check_every=0"),
+        ({"growth_factor": 1.0}, "growth_factor=1.0"),
+        ({"grow_threshold": 0.0}, "grow_threshold=0.0"),
+        ({"shrink_threshold": 0.6}, "shrink_threshold=0.6"),
+        ({"verbose": 2}, "verbose=2"),
+    ],
+)
+def test_controller_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WidthController(**kwargs)
+
+
+def test_controller_grows_capacity_during_fit():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
+    # Start both layers too narrow for their width so that the controller must grow them.
+    controller = WidthController(check_every=2)
+    model.build((None, 2))
+    for layer in keras_awn.graph.adaptive_layers(model):
+        layer.width_parameter.assign(layer.distribution.raw_for_width(30, layer.quantile))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert controller.reallocations, "the controller never reallocated"
+    assert controller.rebuilds >= 1
+    for layer in keras_awn.graph.adaptive_layers(model):
+        assert layer.capacity >= layer.desired_units
+        assert layer.capacity > 8
+    # The model keeps training after the reallocations.
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
