@@ -17,7 +17,7 @@ could not be resized, and is refused with an error naming it.
 import math
 
 import keras
-from keras import ops
+import numpy as np
 
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
@@ -37,13 +37,20 @@ class UnsupportedConsumerError(ValueError):
     """A layer reads an adaptive layer's output but cannot follow its width."""
 
 
+# Activations with f(0) = 0 keep masked units at zero (checked by name: no tensor is evaluated,
+# so the check is safe inside a traced build).
+ZERO_PRESERVING_ACTIVATIONS = {
+    "relu", "linear", "tanh", "elu", "selu", "gelu", "silu", "swish", "leaky_relu", "relu6",
+    "softsign", "mish", "hard_silu", "hard_swish", "hard_tanh", "sparse_plus", "squareplus",
+}
+
+
 def _is_passthrough(layer) -> bool:
     if not isinstance(layer, PASSTHROUGH_TYPES):
         return False
     if isinstance(layer, keras.layers.Activation):
-        # Activation layers keep masked units at zero only when activation(0) == 0.
-        value = ops.convert_to_numpy(layer.activation(ops.zeros((1,), "float32")))
-        return float(value[0]) == 0.0
+        name = keras.activations.serialize(layer.activation)
+        return isinstance(name, str) and name in ZERO_PRESERVING_ACTIVATIONS
     return True
 
 
@@ -146,53 +153,69 @@ def find_links(model) -> dict:
     return links
 
 
-def compensating_stddev(producer) -> float:
-    """Standard deviation of weights reading `producer`'s importance-scaled output (the paper).
+def compensating_stddev(importance) -> float:
+    """Standard deviation of weights reading importance-scaled units (the paper).
 
     `sqrt(2 / sum(p ** 2))` keeps the scaled activations at unit variance, as He initialisation
     does for unscaled inputs.
     """
-    importance = ops.convert_to_numpy(producer.importance())
-    return math.sqrt(2.0 / float((importance.astype("float64") ** 2).sum()))
+    importance = np.asarray(importance, dtype="float64")
+    return math.sqrt(2.0 / float((importance**2).sum()))
 
 
-def _consumer_kernel(consumer):
-    if isinstance(consumer, AdaptiveWidthLayer):
-        return consumer.input_unit_variables()[0][0]
-    return consumer.kernel
+def _reader_kernel(reader):
+    if isinstance(reader, AdaptiveWidthLayer):
+        return reader.input_unit_variables()[0][0]
+    return reader.kernel
 
 
-def link(model, initialize: bool = False) -> dict:
+def compensate(producer, reader) -> None:
+    """Gives `reader` the paper's initialisation for reading `producer`: `N(0, 2 / sum(p ** 2))`.
+
+    An unbuilt reader gets it as its `kernel_initializer` (safe inside a traced build); a built
+    one, not yet compensated, has its kernel redrawn (model constructors only: eager, fresh
+    weights).
+    """
+    if getattr(reader, "_keras_awn_compensated_for", None) == producer.name:
+        return  # never redraw a kernel that may have been trained since
+    stddev = producer.initial_reader_stddev
+    if reader.built:
+        kernel = _reader_kernel(reader)
+        kernel.assign(keras.random.normal(kernel.shape, stddev=stddev, dtype=kernel.dtype))
+    else:
+        reader.kernel_initializer = keras.initializers.RandomNormal(stddev=stddev)
+    # A plain string attribute: not tracked by Keras.
+    reader._keras_awn_compensated_for = producer.name
+
+
+def sequence_pairs(layers) -> list:
+    """`[(adaptive layer, reader)]` for a list of layers applied in order (a Sequential)."""
+    pairs = []
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, AdaptiveWidthLayer):
+            continue
+        for reader in layers[index + 1 :]:
+            if _is_passthrough(reader):
+                continue
+            if is_consumer_type(reader):
+                pairs.append((layer, reader))
+            break
+    return pairs
+
+
+def link(model) -> dict:
     """Finds the links of `model` and records them on its adaptive layers.
-
-    Args:
-        model: a Keras model or layer containing adaptive layers.
-        initialize: draw each newly linked consumer's kernel from `N(0, 2 / sum(p ** 2))` (the
-            paper's compensating initialisation). Only for freshly built layers: the model and
-            block constructors pass True, the controller False (a model may carry trained or
-            loaded weights by then).
 
     Returns:
         The links, as `find_links` returns them.
     """
     links = find_links(model)
     for producer, (consumers, passthrough) in links.items():
-        state = producer._width_links
         for consumer in consumers:
             if isinstance(consumer, AdaptiveWidthLayer):
                 consumer._width_links.producer = producer
-            already_initialized = getattr(consumer, "_keras_awn_initialized_from", None)
-            if initialize and consumer.built and already_initialized != id(producer):
-                kernel = _consumer_kernel(consumer)
-                kernel.assign(
-                    keras.random.normal(
-                        kernel.shape, stddev=compensating_stddev(producer), dtype=kernel.dtype
-                    )
-                )
-                # A plain attribute (an int): not tracked by Keras.
-                consumer._keras_awn_initialized_from = id(producer)
-        state.consumers = list(consumers)
-        state.passthrough = list(passthrough)
+        producer._width_links.consumers = list(consumers)
+        producer._width_links.passthrough = list(passthrough)
     return links
 
 

@@ -172,7 +172,9 @@ class FunctionalModel(Model, Functional):
     def __init__(self, inputs, outputs, name=None, **kwargs):
         Trainer.__init__(self)
         Functional.__init__(self, inputs, outputs, name=name, **kwargs)
-        graph.link(self, initialize=True)
+        for producer, (readers, _) in graph.link(self).items():
+            for reader in readers:
+                graph.compensate(producer, reader)
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -195,17 +197,20 @@ class Sequential(_AdaptiveTrainingMixin, keras.Sequential):
     """
 
     def build(self, input_shape=None):
+        # Readers built below start with the paper's compensating initialisation.
+        for producer, reader in graph.sequence_pairs(self._layers):
+            graph.compensate(producer, reader)
         super().build(input_shape)
         if getattr(self, "_functional", None) is None:
             return
         try:
-            graph.link(self, initialize=True)
+            graph.link(self)
         except graph.UnsupportedConsumerError:
-            # While layers are still being added the last one may be adaptive; the graph is
-            # checked again by `compile` and when `fit` starts.
+            # While layers are still being added the last one may be adaptive: `compile` and
+            # `fit` check the finished graph.
             pass
 
     def compile(self, *args, **kwargs):
         if getattr(self, "_functional", None) is not None:
-            graph.find_links(self)  # refuse unsupported readers before training starts
+            graph.link(self)  # refuse unsupported readers before training starts
         super().compile(*args, **kwargs)

@@ -103,7 +103,7 @@ def _new_value(variable, layer, shape, roles):
         region_shape[axis] = shape[axis] - old.shape[axis]
         draw = keras.random.normal(
             tuple(region_shape),
-            stddev=graph.compensating_stddev(producer),
+            stddev=graph.compensating_stddev(ops.convert_to_numpy(producer.importance())),
             dtype=variable.dtype,
             seed=_random_seed(),
         )

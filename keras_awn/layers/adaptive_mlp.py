@@ -111,6 +111,9 @@ class AdaptiveMLP(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=f"{self.name}_output",
         )
+        readers = self.hidden[1:] + [self.output_layer]
+        for producer, reader in zip(self.hidden, readers):
+            graph.compensate(producer, reader)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -118,7 +121,7 @@ class AdaptiveMLP(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
         self.output_layer.build(shape)
-        graph.link(self, initialize=True)
+        graph.link(self)
 
     def adaptive_links(self):
         """`[(adaptive layer, [readers])]`: each hidden layer feeds the next layer of the block."""

@@ -138,9 +138,23 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             if max_units is not None:
                 capacity = min(capacity, max_units)
         self.capacity = capacity
+        # Computed eagerly here because readers may be built later inside a traced call.
+        self.initial_reader_stddev = self._initial_reader_stddev()
         # Python-side state the controller sets; never serialized.
         self._width_links = WidthLinks()
         self._num_examples = None
+
+    def _initial_reader_stddev(self) -> float:
+        """`sqrt(2 / sum(p ** 2))` for the importance `p` this layer starts with (the paper's
+        initialisation of the layers reading it)."""
+        raw = self.distribution.raw_for_width(self.initial_units, self.quantile)
+        width = float(ops.convert_to_numpy(self.distribution.width(raw, self.quantile)))
+        upper = self.max_units if self.max_units is not None else float("inf")
+        active = min(max(width, self.min_units), upper, self.capacity)
+        importance = ops.convert_to_numpy(
+            self.distribution.importance(raw, self.capacity, active, self.importance_normalization)
+        ).astype("float64")
+        return float((2.0 / (importance**2).sum()) ** 0.5)
 
     # -- Width and importance, in-graph ----------------------------------------------------------
 
