@@ -123,6 +123,20 @@ def _graph_links(graph, producer, links):
     links[producer] = (consumers, passthrough)
 
 
+def walk(root):
+    """`root` and all its nested layers, depth first, each in the order its parent tracks it
+    (for Sequential and functional models: the order the layers are applied)."""
+    seen, stack, ordered = set(), [root], []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        ordered.append(layer)
+        stack.extend(reversed(list(getattr(layer, "_layers", []))))
+    return ordered
+
+
 def find_links(model) -> dict:
     """Maps every adaptive layer of `model` to `(consumers, passthrough_layers)`.
 
@@ -131,7 +145,7 @@ def find_links(model) -> dict:
             cannot be determined.
     """
     links = {}
-    for layer in model._flatten_layers(include_self=True):
+    for layer in walk(model):
         block_links = getattr(layer, "adaptive_links", None)
         if callable(block_links):
             for producer, consumers in block_links():
@@ -142,7 +156,7 @@ def find_links(model) -> dict:
         for operation in graph._operations:
             if isinstance(operation, AdaptiveWidthLayer) and operation not in links:
                 _graph_links(graph, operation, links)
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk(model):
         if isinstance(layer, AdaptiveWidthLayer) and layer not in links:
             raise UnsupportedConsumerError(
                 f"keras_awn cannot see which layers read adaptive layer '{layer.name}' (it is "
@@ -220,9 +234,5 @@ def link(model) -> dict:
 
 
 def adaptive_layers(model) -> list:
-    """All adaptive layers of `model` (nested ones included), in tracking order."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True)
-        if isinstance(layer, AdaptiveWidthLayer)
-    ]
+    """All adaptive layers of `model` (nested ones included), in the order they are applied."""
+    return [layer for layer in walk(model) if isinstance(layer, AdaptiveWidthLayer)]

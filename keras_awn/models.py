@@ -17,9 +17,9 @@ import math
 
 import keras
 from keras import ops
+from keras.src.models import model as keras_model_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
-from keras.src.trainers.trainer import Trainer
 
 from keras_awn import graph
 from keras_awn.callbacks import WidthController
@@ -72,6 +72,20 @@ def infer_num_examples(x, validation_split=0.0):
     return count
 
 
+def _portable_compile_config(config):
+    """Names optimizers by their public class so that a file loads on every backend.
+
+    On torch, `keras.optimizers.Adam()` is an instance of a torch-only subclass that Keras
+    serializes under its private module; loading such a file on JAX or TensorFlow would import
+    torch and train with a torch optimizer.
+    """
+    config = dict(config)
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith("keras.src.backend."):
+        config["optimizer"] = {**optimizer, "module": "keras.optimizers", "registered_name": None}
+    return config
+
+
 class _AdaptiveTrainingMixin:
     """What `keras_awn.Model` and `keras_awn.Sequential` add to their Keras parents."""
 
@@ -83,10 +97,17 @@ class _AdaptiveTrainingMixin:
         ]
         object.__setattr__(self, "_width_metrics", _NotTracked(trackers))
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        return _portable_compile_config(config) if config else config
+
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`; this compile only
         # adds metrics, so restore the saved compile arguments as Keras does for plain models.
-        config = keras.saving.deserialize_keras_object(config)
+        config = keras.saving.deserialize_keras_object(_portable_compile_config(config))
+        # Keras saves `jit_compile` resolved for the saving backend (True on JAX); a file saved
+        # on JAX would otherwise run torch.compile on torch. Let the loading backend decide.
+        config["jit_compile"] = "auto"
         self.compile(**config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
@@ -170,7 +191,9 @@ class FunctionalModel(Model, Functional):
     """The functional form of `keras_awn.Model` (what `keras_awn.Model(inputs, outputs)` returns)."""
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
-        Trainer.__init__(self)
+        # What keras.Model.__init__ does for functional arguments, without rewriting class bases:
+        # the backend's trainer first, then the graph.
+        keras_model_module.Trainer.__init__(self)
         Functional.__init__(self, inputs, outputs, name=name, **kwargs)
         for producer, (readers, _) in graph.link(self).items():
             for reader in readers:

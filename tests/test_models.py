@@ -17,18 +17,32 @@ from tests import helpers
 
 @keras.saving.register_keras_serializable(package="keras_awn_tests")
 class MLPClassifier(keras_awn.Model):
-    """A subclassed model whose adaptive part is an AdaptiveMLP block."""
+    """A subclassed model whose adaptive part is an AdaptiveMLP block.
 
-    def __init__(self, classes=2, **kwargs):
+    As for any Keras layer whose state shapes change after construction, the block is
+    serialized in `get_config` (it carries its current capacities) and restored in `from_config`.
+    """
+
+    def __init__(self, classes=2, mlp=None, **kwargs):
         super().__init__(**kwargs)
         self.classes = classes
-        self.mlp = AdaptiveMLP(output_units=classes, hidden_layers=2, initial_units=8)
+        self.mlp = mlp or AdaptiveMLP(output_units=classes, hidden_layers=2, initial_units=8)
 
     def call(self, inputs):
         return self.mlp(inputs)
 
     def get_config(self):
-        return {**super().get_config(), "classes": self.classes}
+        return {
+            **super().get_config(),
+            "classes": self.classes,
+            "mlp": keras.saving.serialize_keras_object(self.mlp),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["mlp"] = keras.saving.deserialize_keras_object(config["mlp"])
+        return cls(**config)
 
 
 BUILDERS = {

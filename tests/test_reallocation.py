@@ -49,8 +49,20 @@ def frozen_controller(**kwargs):
     return WidthController(check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01, **kwargs)
 
 
+class WidestWidth(keras.callbacks.Callback):
+    """Records the widest width each adaptive layer asked for during training."""
+
+    def __init__(self):
+        super().__init__()
+        self.widest = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        for layer in keras_awn.graph.adaptive_layers(self.model):
+            self.widest[layer.name] = max(self.widest.get(layer.name, 0), layer.desired_units)
+
+
 @pytest.mark.parametrize(
-    "capacities", [{0: 40, 1: 30}, {0: 12, 1: 10}, {1: 64}], ids=["grow", "shrink", "grow_last"]
+    "capacities", [{0: 40, 1: 30}, {0: 13, 1: 13}, {1: 64}], ids=["grow", "shrink", "grow_last"]
 )
 @pytest.mark.parametrize("builder", [helpers.sequential_model, helpers.functional_model])
 def test_reallocation_mid_training_is_invisible(capacities, builder):
@@ -58,9 +70,10 @@ def test_reallocation_mid_training_is_invisible(capacities, builder):
     resized, reference = twin_models(builder, initial_units=(8, 8))
     resize = ResizeAt(step=5, capacities=capacities)
     losses_resized, losses_reference = helpers.BatchLossRecorder(), helpers.BatchLossRecorder()
+    widest = WidestWidth()
     resized.fit(
         x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
-        callbacks=[frozen_controller(), resize, losses_resized],
+        callbacks=[frozen_controller(), resize, losses_resized, widest],
     )
     reference.fit(
         x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
@@ -69,6 +82,9 @@ def test_reallocation_mid_training_is_invisible(capacities, builder):
     layers = keras_awn.graph.adaptive_layers(resized)
     for index, capacity in capacities.items():
         assert layers[index].capacity == capacity
+    # The comparison below holds while no width exceeds the smaller capacity.
+    for layer in layers:
+        assert widest.widest[layer.name] <= min(layer.capacity, 16), widest.widest
     # Same function before and after the swap.
     np.testing.assert_allclose(resize.after, resize.before, rtol=1e-6, atol=1e-6)
     # Same trajectory as the model that was never reallocated (widths stayed inside capacity).

@@ -118,9 +118,11 @@ class AdaptiveMLP(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.hidden:
-            layer.build(shape)
+            if not layer.built:
+                layer.build(shape)
             shape = layer.compute_output_shape(shape)
-        self.output_layer.build(shape)
+        if not self.output_layer.built:
+            self.output_layer.build(shape)
         graph.link(self)
 
     def adaptive_links(self):
@@ -137,6 +139,13 @@ class AdaptiveMLP(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_units,)
 
+    @staticmethod
+    def _hidden_config(layer):
+        config = keras.saving.serialize_keras_object(layer)
+        # The block builds its layers itself (from its own input shape).
+        config.pop("build_config", None)
+        return config
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -150,9 +159,7 @@ class AdaptiveMLP(keras.layers.Layer):
                 "distribution": distributions.serialize(
                     distributions.get(self.adaptive_arguments["distribution"])
                 ),
-                "hidden_layer_configs": [
-                    keras.saving.serialize_keras_object(layer) for layer in self.hidden
-                ],
+                "hidden_layer_configs": [self._hidden_config(layer) for layer in self.hidden],
             }
         )
         return config

@@ -1,0 +1,35 @@
+# Two entry points that work on a fresh machine (they install what they need into .venv):
+#   make demo   - train an adaptive MLP on two spirals and show its learned widths
+#   make test   - run the whole test suite once per backend (tensorflow, jax, torch)
+
+PYTHON ?= python3
+VENV ?= .venv
+BACKEND ?= jax
+BIN := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[all,test]"
+	touch $@
+
+demo: install
+	KERAS_BACKEND=$(BACKEND) $(BIN)/python examples/spiral.py
+
+# Each backend in its own process (the backend is fixed when keras is imported); fails if any fails.
+test: install
+	@status=0; \
+	for backend in tensorflow jax torch; do \
+		echo "=== KERAS_BACKEND=$$backend"; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider tests || status=1; \
+	done; \
+	exit $$status
+
+clean:
+	rm -rf $(VENV) *.egg-info
