@@ -69,7 +69,7 @@ def _supported_consumers_text():
     )
 
 
-def _functional_graph(model):
+def functional_graph(model):
     """The keras Functional object behind a Sequential or functional model, else None."""
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
@@ -150,7 +150,7 @@ def find_links(model) -> dict:
         if callable(block_links):
             for producer, consumers in block_links():
                 links[producer] = (list(consumers), [])
-        graph = _functional_graph(layer)
+        graph = functional_graph(layer)
         if graph is None:
             continue
         for operation in graph._operations:
@@ -177,10 +177,11 @@ def compensating_stddev(importance) -> float:
     return math.sqrt(2.0 / float((importance**2).sum()))
 
 
-def _reader_kernel(reader):
+def reader_input_variables(reader) -> list:
+    """`[(variable, axis)]`: the variables of `reader` indexed by the units it reads."""
     if isinstance(reader, AdaptiveWidthLayer):
-        return reader.input_unit_variables()[0][0]
-    return reader.kernel
+        return reader.input_unit_variables()
+    return [(reader.kernel, 0)]  # keras.layers.Dense
 
 
 def compensate(producer, reader) -> None:
@@ -194,7 +195,7 @@ def compensate(producer, reader) -> None:
         return  # never redraw a kernel that may have been trained since
     stddev = producer.initial_reader_stddev
     if reader.built:
-        kernel = _reader_kernel(reader)
+        kernel = reader_input_variables(reader)[0][0]
         kernel.assign(keras.random.normal(kernel.shape, stddev=stddev, dtype=kernel.dtype))
     else:
         reader.kernel_initializer = keras.initializers.RandomNormal(stddev=stddev)

@@ -42,7 +42,7 @@ def _draw(initializer, shape, dtype):
     config = initializer.get_config()
     if "seed" in config:
         initializer = initializer.__class__.from_config({**config, "seed": _random_seed()})
-    return ops.convert_to_numpy(initializer(shape, dtype=dtype))
+    return np.array(ops.convert_to_numpy(initializer(shape, dtype=dtype)), copy=True)
 
 
 def _fit_into(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -52,40 +52,39 @@ def _fit_into(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return new
 
 
-def _consumer_input_variables(consumer):
-    if isinstance(consumer, AdaptiveWidthLayer):
-        return consumer.input_unit_variables()
-    return [(consumer.kernel, 0)]
+class _Resize:
+    """One variable to resize: its owner, its target shape, and why each axis changes."""
+
+    def __init__(self, variable, layer):
+        self.variable = variable
+        self.layer = layer
+        self.shape = list(variable.shape)
+        self.roles = {}  # axis -> ("output" | "input", the adaptive layer being resized)
 
 
-def _plan_shapes(new_capacities, links):
-    """{id(variable): [variable, owner layer, target shape, role per axis]} for every resize."""
+def _plan(new_capacities, links):
+    """The variables touched by the new capacities (an adaptive reader may be touched twice)."""
     plan = {}
 
-    def entry(variable, layer):
-        key = id(variable)
-        if key not in plan:
-            plan[key] = [variable, layer, list(variable.shape), {}]
-        return plan[key]
+    def resize(variable, layer, axis, capacity, role, producer):
+        item = plan.setdefault(id(variable), _Resize(variable, layer))
+        item.shape[axis] = capacity
+        item.roles[axis] = (role, producer)
 
     for producer, capacity in new_capacities.items():
         for variable, axis in producer.output_unit_variables():
-            item = entry(variable, producer)
-            item[2][axis] = capacity
-            item[3][axis] = ("output", producer)
-        consumers, _ = links[producer]
-        for consumer in consumers:
-            for variable, axis in _consumer_input_variables(consumer):
-                item = entry(variable, consumer)
-                item[2][axis] = capacity
-                item[3][axis] = ("input", producer)
-    return plan
+            resize(variable, producer, axis, capacity, "output", producer)
+        readers, _ = links[producer]
+        for reader in readers:
+            for variable, axis in graph.reader_input_variables(reader):
+                resize(variable, reader, axis, capacity, "input", producer)
+    return list(plan.values())
 
 
-def _new_value(variable, layer, shape, roles):
+def _new_value(item):
     """The resized value: the old entries where they survive, fresh draws elsewhere."""
+    variable, layer, shape, roles = item.variable, item.layer, tuple(item.shape), item.roles
     old = ops.convert_to_numpy(variable).astype(variable.dtype)
-    shape = tuple(shape)
     output_axes = [axis for axis, (role, _) in roles.items() if role == "output"]
     if output_axes:
         # The layer's own new units: drawn as its initializer would draw them at this shape.
@@ -209,13 +208,12 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
             )
 
     # 1. Everything new is computed before the model changes.
-    plan = _plan_shapes(new_capacities, links)
     replacements = {}
     swaps = []
-    for variable, layer, shape, roles in plan.values():
-        new = _make_variable(variable, _new_value(variable, layer, shape, roles))
-        replacements[id(variable)] = new
-        swaps.append((layer, variable, new))
+    for item in _plan(new_capacities, links):
+        new = _make_variable(item.variable, _new_value(item))
+        replacements[id(item.variable)] = new
+        swaps.append((item.layer, item.variable, new))
     optimizer = _rebuild_optimizer(model, replacements)
 
     # 2. Swap. Nothing below can fail on a consistent model.

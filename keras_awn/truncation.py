@@ -34,7 +34,7 @@ def widths(model) -> dict:
 
 def _copy(model):
     """An uncompiled copy of `model` with the same weights."""
-    if isinstance(model, keras.Sequential) or graph._functional_graph(model) is not None:
+    if isinstance(model, keras.Sequential) or graph.functional_graph(model) is not None:
         clone = model.__class__.from_config(model.get_config())
     else:
         raise ValueError(

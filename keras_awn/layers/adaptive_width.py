@@ -7,6 +7,7 @@ when the width approaches it or falls far below it. Subclasses (`AdaptiveDense`,
 which of their variables carry the unit axis and how they compute their pre-importance output.
 """
 
+import math
 import warnings
 
 import keras
@@ -199,7 +200,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     @property
     def desired_units(self) -> int:
         """Width the distribution asks for now (Python int, may exceed the capacity)."""
-        return int(ops.convert_to_numpy(self.desired_units_tensor()))
+        width = float(ops.convert_to_numpy(self.desired_units_tensor()))
+        if not math.isfinite(width):
+            raise ValueError(
+                f"The width of adaptive layer '{self.name}' is not finite ({width}): its width "
+                f"parameter is {float(ops.convert_to_numpy(self.width_parameter))}. Set "
+                "`max_units` to bound it."
+            )
+        return int(width)
 
     @property
     def active_units(self) -> int:

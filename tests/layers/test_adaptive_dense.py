@@ -184,3 +184,14 @@ def test_training_without_controller_warns_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(x, training=True)  # a second call stays silent
+
+
+def test_an_unbounded_width_is_reported_clearly_and_max_units_bounds_it():
+    layer = built_layer(initial_units=4)
+    layer.width_parameter.assign(-1000.0)  # rate softplus(-1000) == 0: infinitely wide
+    with pytest.raises(ValueError, match="max_units"):
+        layer.desired_units
+    assert layer.active_units == layer.capacity  # the step itself stays within the capacity
+    bounded = built_layer(initial_units=4, max_units=50)
+    bounded.width_parameter.assign(-1000.0)
+    assert bounded.desired_units == 50
