@@ -5,9 +5,9 @@ Run it on any backend:
     KERAS_BACKEND=jax python examples/spiral.py
     KERAS_BACKEND=torch python examples/spiral.py --epochs 40
 
-The demo uses `importance_normalization="mean"` (importances average 1): with the paper's
-normalization ("sum", the library default, `--normalization sum`) the first layer collapsed to 3
-units and 0.76 accuracy on TensorFlow with these settings; docs/semantics.md has the measurements.
+`--normalization sum` shows the paper's importance normalization instead of keras_awn's default
+("mean"): with it, the first layer collapsed to 3 units and 0.76 accuracy on TensorFlow with these
+settings (docs/choosing-settings.md explains why).
 
 It prints the widths and accuracy as training goes, how many times the compiled train step was
 rebuilt (against the bound log2(final width / initial width) + 2 per layer), the accuracy of
@@ -81,7 +81,7 @@ def main(argv=None):
         "--normalization",
         choices=["sum", "mean"],
         default="mean",
-        help="importance normalization: 'mean' (default here) or 'sum' (the paper)",
+        help="importance normalization: 'mean' (keras_awn's default) or 'sum' (the paper)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="where to save the .keras files")

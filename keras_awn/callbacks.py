@@ -50,6 +50,9 @@ class WidthController(keras.callbacks.Callback):
             the capacity grows. Defaults to 0.8.
         shrink_threshold: float in (0, 1 / growth_factor), the share of the capacity below
             which the capacity shrinks. Defaults to 0.25.
+        width_warmup_epochs: int >= 0, the number of epochs at the start of training during
+            which the width parameters get no gradient (the weights train at the initial widths).
+            Defaults to 0 (the paper: the width learns from the first step).
         verbose: 0 (silent, default) or 1 (print each reallocation).
 
     Attributes:
@@ -79,6 +82,7 @@ class WidthController(keras.callbacks.Callback):
         growth_factor: float = 2.0,
         grow_threshold: float = 0.8,
         shrink_threshold: float = 0.25,
+        width_warmup_epochs: int = 0,
         verbose: int = 0,
     ):
         super().__init__()
@@ -94,6 +98,15 @@ class WidthController(keras.callbacks.Callback):
             raise ValueError(f"`growth_factor` must be a number > 1. Received: growth_factor={growth_factor!r}")
         _check_fraction("grow_threshold", grow_threshold, 0.0, 1.0 + 1e-12)
         _check_fraction("shrink_threshold", shrink_threshold, 0.0, 1.0 / growth_factor)
+        if (
+            isinstance(width_warmup_epochs, bool)
+            or not isinstance(width_warmup_epochs, int)
+            or width_warmup_epochs < 0
+        ):
+            raise ValueError(
+                "`width_warmup_epochs` must be an integer >= 0. "
+                f"Received: width_warmup_epochs={width_warmup_epochs!r}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -101,6 +114,7 @@ class WidthController(keras.callbacks.Callback):
         self.growth_factor = float(growth_factor)
         self.grow_threshold = float(grow_threshold)
         self.shrink_threshold = float(shrink_threshold)
+        self.width_warmup_epochs = width_warmup_epochs
         self.verbose = verbose
         self.reallocations = []
         self.rebuilds = 0
@@ -151,8 +165,16 @@ class WidthController(keras.callbacks.Callback):
         self._steps = 0
         self._check(model)
 
+    def _set_width_frozen(self, frozen):
+        """Freezes or releases the width parameters (a constant of the traced step)."""
+        if any(layer._width_frozen != frozen for layer in self._layers):
+            for layer in self._layers:
+                layer._width_frozen = frozen
+            reallocation.rebuild_step_functions(self.model)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._set_width_frozen(epoch < self.width_warmup_epochs)
 
     def on_train_batch_begin(self, batch, logs=None):
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
@@ -168,6 +190,7 @@ class WidthController(keras.callbacks.Callback):
                 logs.setdefault(f"{layer.name}_width", layer.active_units)
 
     def on_train_end(self, logs=None):
+        self._set_width_frozen(False)
         for layer in self._layers:
             layer._width_links.controlled = False
 
@@ -218,5 +241,6 @@ class WidthController(keras.callbacks.Callback):
             "growth_factor": self.growth_factor,
             "grow_threshold": self.grow_threshold,
             "shrink_threshold": self.shrink_threshold,
+            "width_warmup_epochs": self.width_warmup_epochs,
             "verbose": self.verbose,
         }

@@ -135,15 +135,16 @@ class WidthDistribution:
         q = ops.convert_to_tensor(quantile, dtype="float32")
         return ops.ceil(self.icdf(q, self.parameter(raw))) + float(WIDTH_OFFSET)
 
-    def importance(self, raw, capacity: int, active_units, normalization: str = "sum"):
+    def importance(self, raw, capacity: int, active_units, normalization: str = "mean"):
         """Importance of neurons `0..capacity-1`, zero from `active_units` on.
 
         Args:
             raw: scalar width parameter.
             capacity: static number of neurons physically allocated.
             active_units: scalar tensor, the number of neurons that exist (`<= capacity`).
-            normalization: `"sum"` (the paper: the active importances sum to 1) or `"mean"`
-                (they average 1, so the scaled activations keep their unit scale).
+            normalization: `"mean"` (the active importances average 1, so the scaled
+                activations keep their scale; keras_awn's default) or `"sum"` (the paper: they
+                sum to 1).
 
         Returns:
             A float32 tensor of shape `(capacity,)`.

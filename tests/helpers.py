@@ -47,7 +47,7 @@ def compile_classifier(model, optimizer=None):
     return model
 
 
-def numpy_exponential_importance(raw, capacity, active, normalization="sum"):
+def numpy_exponential_importance(raw, capacity, active, normalization):
     """Closed-form importance of the exponential distribution, in float64 numpy."""
     rate = np.log1p(np.exp(raw))
     index = np.arange(capacity)

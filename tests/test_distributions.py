@@ -152,12 +152,13 @@ def test_importance_is_masked_normalised_and_decreasing(name, normalization):
     np.testing.assert_allclose(importance[:20], expected, rtol=1e-4)
 
 
-def test_importance_of_a_wide_layer_stays_finite():
+@pytest.mark.parametrize("normalization,total", [("sum", 1.0), ("mean", 5000.0)])
+def test_importance_of_a_wide_layer_stays_finite(normalization, total):
     dist = distributions.Exponential()
     raw = dist.raw_for_width(5000, 0.9)
-    importance = np_(dist.importance(raw, 8192, 5000.0))
+    importance = np_(dist.importance(raw, 8192, 5000.0, normalization))
     assert np.all(np.isfinite(importance))
-    np.testing.assert_allclose(importance.sum(), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(importance.sum(), total, rtol=1e-4)
 
 
 def test_get_accepts_names_instances_and_configs():

@@ -336,9 +336,8 @@ def test_adaptive_mlp_rejects_bad_arguments(kwargs, message):
 def test_width_follows_the_data():
     """Same model, same start, same settings: the harder task ends up with more units.
 
-    Uses `importance_normalization="mean"`. With the paper's normalisation ("sum") this ordering
-    did not hold reliably at this budget (see docs/semantics.md and
-    benchmarks/width_follows_data.py for the measurements).
+    With the default normalization ("mean"). With the paper's ("sum") this ordering did not hold
+    reliably at this budget (docs/semantics.md, benchmarks/width_follows_data.py).
     """
     totals, accuracy = {}, {}
     for task, (x, y) in {
@@ -347,7 +346,7 @@ def test_width_follows_the_data():
     }.items():
         keras.utils.set_random_seed(0)
         model = helpers.compile_classifier(
-            helpers.sequential_model(initial_units=(16, 16), importance_normalization="mean")
+            helpers.sequential_model(initial_units=(16, 16))
         )
         history = model.fit(x, y, batch_size=128, epochs=30, verbose=0)
         totals[task] = sum(keras_awn.widths(model).values())

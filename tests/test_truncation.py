@@ -45,7 +45,7 @@ def test_truncation_keeps_the_most_important_prefix(trained):
         )
         # Importance renormalised over the kept units (closed form, numpy).
         raw = float(ops.convert_to_numpy(original.width_parameter))
-        expected = helpers.numpy_exponential_importance(raw, k, k)
+        expected = helpers.numpy_exponential_importance(raw, k, k, kept.importance_normalization)
         np.testing.assert_allclose(ops.convert_to_numpy(kept.importance()), expected, rtol=1e-5)
     # The original is untouched.
     assert keras_awn.widths(model) != keras_awn.widths(truncated)

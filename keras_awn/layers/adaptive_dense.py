@@ -39,7 +39,8 @@ class AdaptiveDense(AdaptiveWidthLayer):
         max_units: int or None, upper bound on the width. Defaults to None (unbounded).
         capacity: int or None, units physically allocated at build. Defaults to twice
             `initial_units`.
-        importance_normalization: `"sum"` (the paper, default) or `"mean"`.
+        importance_normalization: `"mean"` (default, importances average 1) or `"sum"` (the
+            paper, importances sum to 1).
         weight_prior_scale: standard deviation of the Gaussian weight prior, or None.
             Defaults to 1.0.
         width_prior: None or `{"mean_units": int, "scale": float}`.

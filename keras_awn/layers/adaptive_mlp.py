@@ -58,7 +58,7 @@ class AdaptiveMLP(keras.layers.Layer):
         distribution="exponential",
         min_units: int = 1,
         max_units: int | None = None,
-        importance_normalization: str = "sum",
+        importance_normalization: str = "mean",
         weight_prior_scale: float | None = 1.0,
         width_prior: dict | None = None,
         hidden_layer_configs: list | None = None,

@@ -76,8 +76,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             and on the capacity.
         capacity: int or None, units physically allocated. Defaults to twice `initial_units`
             (capped by `max_units`) so the width can grow before the first reallocation.
-        importance_normalization: `"sum"` (the paper: active importances sum to 1, default) or
-            `"mean"` (they average 1, so activations keep their scale).
+        importance_normalization: `"mean"` (default: the active importances average 1, so
+            activations keep their scale) or `"sum"` (the paper: they sum to 1). The default was
+            chosen by the settings study (docs/choosing-settings.md): with `"sum"` the widths
+            collapse and harder tasks are not learned at normal epoch budgets.
         weight_prior_scale: positive float or None, the standard deviation of the Gaussian prior
             on the active weights (the paper's sigma_theta). None disables it. Defaults to 1.0.
         width_prior: None (default) or `{"mean_units": int, "scale": float}`, a Gaussian prior
@@ -93,7 +95,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         min_units: int = 1,
         max_units: int | None = None,
         capacity: int | None = None,
-        importance_normalization: str = "sum",
+        importance_normalization: str = "mean",
         weight_prior_scale: float | None = 1.0,
         width_prior: dict | None = None,
         **kwargs,
@@ -144,6 +146,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         # Python-side state the controller sets; never serialized.
         self._width_links = WidthLinks()
         self._num_examples = None
+        # Set by WidthController during a width warm-up; read when the step is traced.
+        self._width_frozen = False
 
     def _initial_reader_stddev(self) -> float:
         """`sqrt(2 / sum(p ** 2))` for the importance `p` this layer starts with (the paper's
@@ -171,6 +175,12 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             autocast=False,
         )
 
+    def _learned_width_parameter(self):
+        """The width parameter as the step uses it: without gradient while the width is frozen."""
+        if self._width_frozen:
+            return ops.stop_gradient(self.width_parameter)
+        return self.width_parameter
+
     def desired_units_tensor(self):
         """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
         width = self.distribution.width(self.width_parameter, self.quantile)
@@ -189,7 +199,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     def importance(self):
         """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
         return self.distribution.importance(
-            self.width_parameter,
+            self._learned_width_parameter(),
             self.capacity,
             self.active_units_tensor(),
             self.importance_normalization,
@@ -263,7 +273,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             total = total + squares / (2.0 * self.weight_prior_scale**2)
         if self.width_prior is not None:
             mean = self.distribution.raw_for_width(self.width_prior["mean_units"], self.quantile)
-            deviation = ops.cast(self.width_parameter, "float32") - mean
+            deviation = ops.cast(self._learned_width_parameter(), "float32") - mean
             total = total + ops.square(deviation) / (2.0 * self.width_prior["scale"] ** 2)
         return total
 

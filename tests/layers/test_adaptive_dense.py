@@ -119,7 +119,7 @@ def test_config_round_trip():
         min_units=2,
         max_units=64,
         capacity=30,
-        importance_normalization="mean",
+        importance_normalization="sum",
         weight_prior_scale=10.0,
         width_prior={"mean_units": 20, "scale": 1.0},
         use_bias=False,

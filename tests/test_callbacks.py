@@ -1,0 +1,97 @@
+"""WidthController: the capacity policy, its arguments, growth during fit, and the width warm-up."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_awn
+from keras_awn.callbacks import WidthController
+from tests import helpers
+
+
+@pytest.mark.parametrize(
+    "width,capacity,expected",
+    [
+        (10, 20, 20),  # inside the band: no change
+        (17, 20, 34),  # above 0.8 * capacity: grow to 2 * width
+        (25, 20, 50),  # saturated: grow
+        (4, 20, 8),  # below 0.25 * capacity: shrink to 2 * width
+        (5, 20, 20),  # at the shrink threshold: keep
+        (60, 64, 64),  # already at max_units=64: no change
+        (40, 48, 64),  # growth capped by max_units
+    ],
+)
+def test_capacity_policy(width, capacity, expected):
+    layer = keras_awn.layers.AdaptiveDense(8, capacity=capacity, max_units=64)
+    assert WidthController().target_capacity(layer, width) == expected
+
+
+def test_policy_respects_min_units():
+    layer = keras_awn.layers.AdaptiveDense(20, capacity=100, min_units=20)
+    assert WidthController().target_capacity(layer, 3) == 20
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_examples": 0}, "num_examples=0"),
+        ({"check_every": 0}, "check_every=0"),
+        ({"growth_factor": 1.0}, "growth_factor=1.0"),
+        ({"grow_threshold": 0.0}, "grow_threshold=0.0"),
+        ({"shrink_threshold": 0.6}, "shrink_threshold=0.6"),
+        ({"verbose": 2}, "verbose=2"),
+        ({"width_warmup_epochs": -1}, "width_warmup_epochs=-1"),
+    ],
+)
+def test_controller_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WidthController(**kwargs)
+
+
+def test_controller_grows_capacity_during_fit():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
+    # Start both layers too narrow for their width so that the controller must grow them.
+    controller = WidthController(check_every=2)
+    model.build((None, 2))
+    for layer in keras_awn.graph.adaptive_layers(model):
+        layer.width_parameter.assign(layer.distribution.raw_for_width(30, layer.quantile))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert controller.reallocations, "the controller never reallocated"
+    assert controller.rebuilds >= 1
+    for layer in keras_awn.graph.adaptive_layers(model):
+        assert layer.capacity >= layer.desired_units
+        assert layer.capacity > 8
+    # The model keeps training after the reallocations.
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+class WidthParameterLog(keras.callbacks.Callback):
+    """Records every adaptive layer's width parameter at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        layers = keras_awn.graph.adaptive_layers(self.model)
+        self.values.append([float(ops.convert_to_numpy(l.width_parameter)) for l in layers])
+
+
+def test_width_warmup_freezes_the_width_then_releases_it():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model.build((None, 2))
+    start = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    log = WidthParameterLog()
+    controller = WidthController(width_warmup_epochs=2)
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[controller, log])
+    # Frozen during epochs 0 and 1 (the weights trained meanwhile), moving afterwards.
+    assert log.values[0] == start and log.values[1] == start
+    assert log.values[3] != start
+    # The release is undone at the end of fit: a later fit trains the width from its first step.
+    assert not any(layer._width_frozen for layer in model.layers[:2])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[WidthController(), log])
+    assert log.values[-1] != log.values[3]
