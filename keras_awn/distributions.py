@@ -22,6 +22,7 @@ References:
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 # The reference implementation adds 2 neurons to the quantile "to avoid degenerate cases".
@@ -33,6 +34,13 @@ def _inverse_softplus(value: float) -> float:
     if value > 20.0:
         return value
     return math.log(math.expm1(value))
+
+
+def _neg_log1p_neg(q):
+    """`-log(1 - q)`, a Python float when `q` is one (a constant of the traced step)."""
+    if isinstance(q, (int, float)):
+        return -math.log1p(-q)
+    return -ops.log1p(-q)
 
 
 class WidthDistribution:
@@ -75,7 +83,11 @@ class WidthDistribution:
         )
 
     def icdf(self, q, parameter):
-        """Continuous quantile function `F^-1(q)` of the base distribution."""
+        """Continuous quantile function `F^-1(q)` of the base distribution.
+
+        `q` is a Python float when the layers call it (so a closed form can fold it into a
+        constant), a tensor in general.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement `icdf(q, parameter)`.")
 
     def parameter_for_quantile(self, q: float, x: float) -> float:
@@ -121,6 +133,16 @@ class WidthDistribution:
         log_s_next = self.log_survival(i + 1.0, parameter)
         return log_s + ops.log(-ops.expm1(log_s_next - log_s))
 
+    def relative_log_mass(self, i, raw):
+        """`log_prob(i, raw) - log_prob(0, raw)`: the log mass relative to neuron 0.
+
+        The importance is normalised, so this is all it needs; neuron 0 has the largest mass, so
+        the values are <= 0 and `exp` stays in range. Subclasses with a cheaper closed form
+        override it (the exponential's is `-rate * i`): it runs in every training step.
+        """
+        log_mass = self.log_prob(i, raw)
+        return log_mass - ops.max(log_mass)
+
     def prob(self, i, raw):
         """Mass of neuron `i`: `F(i + 1) - F(i)`."""
         return ops.exp(self.log_prob(i, raw))
@@ -132,10 +154,10 @@ class WidthDistribution:
         importance vector only.
         """
         raw = ops.stop_gradient(ops.convert_to_tensor(raw, dtype="float32"))
-        q = ops.convert_to_tensor(quantile, dtype="float32")
-        return ops.ceil(self.icdf(q, self.parameter(raw))) + float(WIDTH_OFFSET)
+        # `quantile` stays a Python float: the built-in `icdf`s then fold it into a constant.
+        return ops.ceil(self.icdf(float(quantile), self.parameter(raw))) + float(WIDTH_OFFSET)
 
-    def importance(self, raw, capacity: int, active_units, normalization: str = "mean"):
+    def importance(self, raw, capacity: int, active_units, normalization: str = "mean", mask=None):
         """Importance of neurons `0..capacity-1`, zero from `active_units` on.
 
         Args:
@@ -145,24 +167,60 @@ class WidthDistribution:
             normalization: `"mean"` (the active importances average 1, so the scaled
                 activations keep their scale; keras_awn's default) or `"sum"` (the paper: they
                 sum to 1).
+            mask: optional `(capacity,)` float tensor equal to `index < active_units`, when the
+                caller has already computed it.
 
         Returns:
             A float32 tensor of shape `(capacity,)`.
         """
+        if normalization not in ("sum", "mean"):
+            raise ValueError(
+                "`normalization` must be one of 'sum', 'mean'. "
+                f"Received: normalization={normalization!r}"
+            )
         index = ops.arange(capacity, dtype="float32")
-        log_mass = self.log_prob(index, raw)
-        mask = ops.cast(index < active_units, "float32")
-        # Shifting by the maximum (neuron 0) keeps exp() in range; the shift cancels below.
-        mass = ops.exp(log_mass - ops.max(log_mass)) * mask
-        total = ops.sum(mass)
+        if mask is None:
+            mask = ops.cast(index < active_units, "float32")
+        mass = ops.exp(self.relative_log_mass(index, raw)) * mask
         if normalization == "sum":
-            return mass / total
-        if normalization == "mean":
-            return mass * (ops.cast(active_units, "float32") / total)
-        raise ValueError(
-            "`normalization` must be one of 'sum', 'mean'. "
-            f"Received: normalization={normalization!r}"
-        )
+            return mass / ops.sum(mass)
+        return mass * (ops.cast(active_units, "float32") / ops.sum(mass))
+
+    # -- Host-side evaluation, between steps ----------------------------------------------------
+
+    def parameter_on_host(self, raw: float) -> float:
+        """`parameter(raw)` as a Python float."""
+        if type(self).parameter is WidthDistribution.parameter:
+            return float(np.logaddexp(0.0, raw))  # softplus
+        return float(ops.convert_to_numpy(self.parameter(ops.convert_to_tensor(raw, "float32"))))
+
+    def log_survival_on_host(self, x: np.ndarray, parameter: float) -> np.ndarray:
+        """`log_survival` in numpy (float64), used between steps.
+
+        Defaults to evaluating `log_survival` eagerly. The built-in distributions override it:
+        on JAX every eager op at a new shape compiles a kernel, and reallocations bring new
+        shapes.
+        """
+        x = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
+        value = self.log_survival(x, ops.convert_to_tensor(parameter, dtype="float32"))
+        return np.asarray(ops.convert_to_numpy(value), dtype="float64")
+
+    def importance_on_host(self, raw: float, active_units: int, normalization: str = "mean"):
+        """The importance of the first `active_units` neurons, in numpy (float64).
+
+        The same values as `importance(raw, capacity, active_units, normalization)` over its
+        active entries, computed on the host (used between steps, e.g. to initialise the
+        weights that read a layer's new units).
+        """
+        index = np.arange(int(active_units), dtype="float64")
+        parameter = self.parameter_on_host(float(raw))
+        log_s = self.log_survival_on_host(index, parameter)
+        log_s_next = self.log_survival_on_host(index + 1.0, parameter)
+        log_mass = log_s + np.log(-np.expm1(log_s_next - log_s))
+        mass = np.exp(log_mass - log_mass.max())
+        if normalization == "sum":
+            return mass / mass.sum()
+        return mass * (len(mass) / mass.sum())
 
     def raw_for_width(self, units: int, quantile: float) -> float:
         """The raw width parameter whose `width(raw, quantile)` equals `units` (Python float).
@@ -213,10 +271,17 @@ class Exponential(WidthDistribution):
         return -parameter * x
 
     def icdf(self, q, parameter):
-        return -ops.log1p(-q) / parameter
+        return _neg_log1p_neg(q) / parameter
 
     def parameter_for_quantile(self, q, x):
         return -math.log1p(-q) / x
+
+    def log_survival_on_host(self, x, parameter):
+        return -parameter * np.asarray(x, dtype="float64")
+
+    def relative_log_mass(self, i, raw):
+        # log p(i) = -rate * i + log(1 - exp(-rate)); the second term does not depend on i.
+        return -self.parameter(raw) * ops.convert_to_tensor(i, dtype="float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -247,8 +312,11 @@ class PowerLaw(WidthDistribution):
     def log_survival(self, x, parameter):
         return -parameter * ops.log1p(x / self.scale)
 
+    def log_survival_on_host(self, x, parameter):
+        return -parameter * np.log1p(np.asarray(x, dtype="float64") / self.scale)
+
     def icdf(self, q, parameter):
-        return self.scale * ops.expm1(-ops.log1p(-q) / parameter)
+        return self.scale * ops.expm1(_neg_log1p_neg(q) / parameter)
 
     def parameter_for_quantile(self, q, x):
         return -math.log1p(-q) / math.log1p(x / self.scale)

@@ -212,3 +212,36 @@ def test_user_subclass_plugs_into_a_layer_and_serializes():
 def test_base_class_methods_must_be_implemented():
     with pytest.raises(NotImplementedError, match="log_survival"):
         distributions.WidthDistribution().log_prob(np.zeros(2, "float32"), 0.0)
+
+
+class _Halving(keras_awn.distributions.WidthDistribution):
+    """A user distribution without host-side overrides (exercises the eager fallback)."""
+
+    def log_survival(self, x, parameter):
+        return -parameter * x * 0.5
+
+    def icdf(self, q, parameter):
+        return -2.0 * ops.log1p(-q) / parameter
+
+    def parameter_for_quantile(self, q, x):
+        return -2.0 * math.log1p(-q) / x
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [
+        keras_awn.distributions.Exponential(),
+        keras_awn.distributions.PowerLaw(scale=3.0),
+        _Halving(),
+    ],
+    ids=["exponential", "power_law", "user_subclass"],
+)
+@pytest.mark.parametrize("normalization", ["sum", "mean"])
+def test_host_importance_matches_the_in_step_importance(dist, normalization):
+    raw = dist.raw_for_width(40, 0.9)
+    active = 37
+    in_step = np_(dist.importance(raw, 64, float(active), normalization))
+    on_host = dist.importance_on_host(raw, active, normalization)
+    assert on_host.shape == (active,)
+    np.testing.assert_allclose(on_host, in_step[:active], rtol=2e-5)
+    assert np.all(in_step[active:] == 0)

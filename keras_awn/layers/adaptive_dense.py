@@ -112,8 +112,9 @@ class AdaptiveDense(AdaptiveWidthLayer):
             outputs = ops.add(outputs, self.bias)
         outputs = self.activation(outputs)
         # Importance after the activation: masked units output exactly 0 whatever activation(0).
-        outputs = outputs * ops.cast(self.importance(), outputs.dtype)
-        self._add_prior_loss(training)
+        importance, unit_mask = self.importance_and_mask()
+        outputs = outputs * ops.cast(importance, outputs.dtype)
+        self._add_prior_loss(training, unit_mask)
         return outputs
 
     def compute_output_shape(self, input_shape):

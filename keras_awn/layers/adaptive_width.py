@@ -148,6 +148,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self._num_examples = None
         # Set by WidthController during a width warm-up; read when the step is traced.
         self._width_frozen = False
+        # Set by WidthController when it tightened the capacity around a settled width.
+        self._capacity_settled = False
 
     def _initial_reader_stddev(self) -> float:
         """`sqrt(2 / sum(p ** 2))` for the importance `p` this layer starts with (the paper's
@@ -181,15 +183,24 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             return ops.stop_gradient(self.width_parameter)
         return self.width_parameter
 
-    def desired_units_tensor(self):
-        """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
-        width = self.distribution.width(self.width_parameter, self.quantile)
+    def desired_units_tensor(self, width_parameter=None):
+        """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor).
+
+        Args:
+            width_parameter: a value of the width parameter to use instead of the variable's
+                (the controller reads it from the running fit's state).
+        """
+        if width_parameter is None:
+            width_parameter = self.width_parameter
+        width = self.distribution.width(width_parameter, self.quantile)
         upper = self.max_units if self.max_units is not None else float("inf")
         return ops.clip(width, float(self.min_units), upper)
 
     def active_units_tensor(self):
         """Units that exist in this step: the desired width, capped by the capacity."""
-        return ops.minimum(self.desired_units_tensor(), float(self.capacity))
+        width = self.distribution.width(self.width_parameter, self.quantile)
+        upper = min(self.max_units or math.inf, self.capacity)
+        return ops.clip(width, float(self.min_units), float(upper))
 
     def unit_mask(self):
         """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
@@ -198,12 +209,24 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def importance(self):
         """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
-        return self.distribution.importance(
+        return self.importance_and_mask()[0]
+
+    def importance_and_mask(self):
+        """`(importance, unit_mask)`, sharing one width computation.
+
+        A layer's `call` uses this once per step and hands the mask to `prior_loss`: on eager
+        backends (torch) every small op costs a dispatch, so the width is not recomputed.
+        """
+        active = self.active_units_tensor()
+        mask = ops.cast(ops.arange(self.capacity, dtype="float32") < active, "float32")
+        importance = self.distribution.importance(
             self._learned_width_parameter(),
             self.capacity,
-            self.active_units_tensor(),
+            active,
             self.importance_normalization,
+            mask=mask,
         )
+        return importance, mask
 
     # -- Width, eager (between steps) -----------------------------------------------------------
 
@@ -243,34 +266,47 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def _masked_square_sum(self, variable, masks):
         """Sum of squares of the active entries of `variable`; `masks` maps axis -> mask."""
-        value = ops.cast(variable, "float32")
-        squares = ops.square(value)
-        for axis, mask in masks.items():
-            shape = [1] * len(variable.shape)
-            shape[axis] = variable.shape[axis]
-            squares = squares * ops.reshape(mask, shape)
+        squares = ops.square(ops.cast(variable, "float32"))
+        masked_axes = sorted(masks)
+        other_axes = tuple(a for a in range(len(variable.shape)) if a not in masks)
+        if other_axes:
+            squares = ops.sum(squares, axis=other_axes)
+        # `squares` is now indexed by the masked axes only, in increasing order.
+        if len(masked_axes) == 1:
+            return ops.sum(squares * masks[masked_axes[0]])
+        if len(masked_axes) == 2:
+            first, second = masked_axes
+            return ops.sum(ops.matmul(masks[first], squares) * masks[second])
+        for position, axis in enumerate(masked_axes):
+            shape = [1] * len(masked_axes)
+            shape[position] = variable.shape[axis]
+            squares = squares * ops.reshape(masks[axis], shape)
         return ops.sum(squares)
 
-    def prior_loss(self):
+    def prior_loss(self, unit_mask=None):
         """Negative log prior of this layer's active weights and width parameter (unscaled).
 
         `sum(theta^2) / (2 sigma_theta^2)` over the weights of active units (and, when an adaptive
         layer feeds this one, of its active inputs), plus `(nu - mu)^2 / (2 sigma_nu^2)` when a
         width prior is set. Masked units are excluded so they stay exactly as initialised.
+
+        Args:
+            unit_mask: this layer's `unit_mask()` when the caller has computed it already.
         """
         total = ops.zeros((), "float32")
         if self.weight_prior_scale is not None:
-            output_mask = self.unit_mask()
+            output_mask = self.unit_mask() if unit_mask is None else unit_mask
             producer = self._width_links.producer
             input_mask = producer.unit_mask() if producer is not None else None
             input_axes = {id(v): axis for v, axis in self.input_unit_variables()}
-            squares = ops.zeros((), "float32")
+            squares = None
             for variable, axis in self.output_unit_variables():
                 masks = {axis: output_mask}
                 if input_mask is not None and id(variable) in input_axes:
                     masks[input_axes[id(variable)]] = input_mask
-                squares = squares + self._masked_square_sum(variable, masks)
-            total = total + squares / (2.0 * self.weight_prior_scale**2)
+                term = self._masked_square_sum(variable, masks)
+                squares = term if squares is None else squares + term
+            total = squares * (1.0 / (2.0 * self.weight_prior_scale**2))
         if self.width_prior is not None:
             mean = self.distribution.raw_for_width(self.width_prior["mean_units"], self.quantile)
             deviation = ops.cast(self._learned_width_parameter(), "float32") - mean
@@ -280,7 +316,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     def _has_prior(self):
         return self.weight_prior_scale is not None or self.width_prior is not None
 
-    def _add_prior_loss(self, training):
+    def _add_prior_loss(self, training, unit_mask=None):
         """Adds the prior scaled by 1/N (the ELBO per example) once N is known."""
         if training and not self._width_links.controlled and not self._width_links.warned:
             self._width_links.warned = True
@@ -293,7 +329,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 stacklevel=3,
             )
         if self._num_examples is not None and self._has_prior():
-            self.add_loss(self.prior_loss() / float(self._num_examples))
+            self.add_loss(self.prior_loss(unit_mask) * (1.0 / self._num_examples))
 
     # -- Serialization -------------------------------------------------------------------------
 
