@@ -1,6 +1,7 @@
 """Callbacks that manage adaptive widths during `fit`."""
 
 import math
+import time
 import warnings
 
 import keras
@@ -8,6 +9,12 @@ from keras import ops
 
 from keras_awn import graph
 from keras_awn import reallocation
+
+
+# Tightening a settled capacity must free at least this many units (see `WidthController`).
+_MIN_SETTLE_SAVING = 16
+# Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
+_MAX_WINDOW = 4096
 
 
 def _check_fraction(name, value, low, high):
@@ -32,6 +39,14 @@ class WidthController(keras.callbacks.Callback):
     step) happen O(log(final width / initial width)) times per layer. A larger `growth_factor`
     means fewer rebuilds and more masked (wasted) units per step.
 
+    Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
+    band of `max(2, settled_headroom * width)` units), its capacity is tightened to the top of
+    that band plus the same margin, if that frees at least a fifth of it and 16 units. A settled
+    layer grows only when its width reaches the capacity (then by `growth_factor`, and it is
+    moving again, and waits twice as long before settling again), so the masked units cost
+    about `settled_headroom` of the layer's work for the rest of training, at the price of one
+    more rebuild. `settle_after=None` turns this off.
+
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged; see `keras_awn.reallocation`.
 
@@ -53,12 +68,20 @@ class WidthController(keras.callbacks.Callback):
         width_warmup_epochs: int >= 0, the number of epochs at the start of training during
             which the width parameters get no gradient (the weights train at the initial widths).
             Defaults to 0 (the paper: the width learns from the first step).
+        settle_after: int >= 2 or None, the number of consecutive checks over which a width
+            must stay in its band before the capacity is tightened. Defaults to 16 (128 steps
+            at the default `check_every`). None never tightens.
+        settled_headroom: float in [0, 1), the margin kept above a settled width, as a share of
+            it (at least 2 units). Defaults to 0.05.
         verbose: 0 (silent, default) or 1 (print each reallocation).
 
     Attributes:
         reallocations: list of dicts, one per layer reallocation, with keys `epoch`, `step`,
-            `layer`, `width`, `old_capacity`, `new_capacity`.
+            `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`,
+            `"shrink"` or `"settle"`).
         rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
+        reallocation_seconds: wall time spent reallocating (the next step's recompilation is
+            not included: it happens inside that step).
 
     Example:
 
@@ -83,6 +106,8 @@ class WidthController(keras.callbacks.Callback):
         grow_threshold: float = 0.8,
         shrink_threshold: float = 0.25,
         width_warmup_epochs: int = 0,
+        settle_after: int | None = 16,
+        settled_headroom: float = 0.05,
         verbose: int = 0,
     ):
         super().__init__()
@@ -107,6 +132,21 @@ class WidthController(keras.callbacks.Callback):
                 "`width_warmup_epochs` must be an integer >= 0. "
                 f"Received: width_warmup_epochs={width_warmup_epochs!r}"
             )
+        if settle_after is not None and (
+            isinstance(settle_after, bool) or not isinstance(settle_after, int) or settle_after < 2
+        ):
+            raise ValueError(
+                f"`settle_after` must be an integer >= 2 or None. Received: settle_after={settle_after!r}"
+            )
+        if (
+            isinstance(settled_headroom, bool)
+            or not isinstance(settled_headroom, (int, float))
+            or not 0.0 <= settled_headroom < 1.0
+        ):
+            raise ValueError(
+                "`settled_headroom` must be a number in [0, 1). "
+                f"Received: settled_headroom={settled_headroom!r}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -115,28 +155,60 @@ class WidthController(keras.callbacks.Callback):
         self.grow_threshold = float(grow_threshold)
         self.shrink_threshold = float(shrink_threshold)
         self.width_warmup_epochs = width_warmup_epochs
+        self.settle_after = settle_after
+        self.settled_headroom = float(settled_headroom)
         self.verbose = verbose
         self.reallocations = []
         self.rebuilds = 0
+        self.reallocation_seconds = 0.0
         # Set by keras_awn.Model.fit from its inputs; an explicit num_examples wins.
         self.inferred_num_examples = None
         self._links = {}
         self._layers = []
         self._steps = 0
         self._epoch = 0
+        # Per layer (by id): the widths seen since its last reallocation, and how many times it
+        # grew out of a settled capacity.
+        self._recent_widths = {}
+        self._regrowths = {}
 
     # -- The capacity policy ----------------------------------------------------------------------
 
     def target_capacity(self, layer, width: int) -> int:
         """The capacity `layer` should have for `width` (its current capacity if no change)."""
+        return self._decide(layer, width)[0]
+
+    def _decide(self, layer, width: int):
+        """`(capacity, reason)`: what the policy does with `layer` at `width`."""
         capacity = layer.capacity
         upper = layer.max_units if layer.max_units is not None else math.inf
-        grow = width > self.grow_threshold * capacity and capacity < upper
-        shrink = width < self.shrink_threshold * capacity
-        if not (grow or shrink):
-            return capacity
-        target = max(math.ceil(self.growth_factor * width), layer.min_units, 1)
-        return int(min(target, upper))
+
+        def bounded(units):
+            return int(min(max(units, layer.min_units, 1), upper))
+
+        settled = layer._capacity_settled
+        grow_at = capacity if settled else self.grow_threshold * capacity
+        grows = (width >= grow_at if settled else width > grow_at) and capacity < upper
+        if grows or width < self.shrink_threshold * capacity:
+            reason = "grow" if grows else "shrink"
+            return bounded(math.ceil(self.growth_factor * width)), reason
+        recent = self._recent_widths.get(id(layer), [])
+        # A layer that grew out of a settled capacity waits twice as long before settling again,
+        # so a slowly drifting width cannot make the policy rebuild over and over.
+        settle_after = None
+        if self.settle_after is not None:
+            settle_after = self.settle_after * 2 ** self._regrowths.get(id(layer), 0)
+        if settle_after is not None and len(recent) >= settle_after:
+            window = recent[-settle_after:]
+            high = max(window)
+            margin = max(2, math.ceil(self.settled_headroom * high))
+            if high - min(window) <= margin:
+                target = bounded(high + margin)
+                # Tighten only when it saves a fifth of the capacity and more than a few units:
+                # each change rebuilds the step, and a few masked units cost less than that.
+                if capacity >= 1.25 * target and capacity - target >= _MIN_SETTLE_SAVING:
+                    return target, "settle"
+        return capacity, None
 
     # -- Callback hooks -------------------------------------------------------------------------
 
@@ -163,6 +235,7 @@ class WidthController(keras.callbacks.Callback):
             # N is a constant of the traced step: retrace with the new value.
             reallocation.rebuild_step_functions(model)
         self._steps = 0
+        self._recent_widths = {}
         self._check(model)
 
     def _set_width_frozen(self, frozen):
@@ -180,11 +253,11 @@ class WidthController(keras.callbacks.Callback):
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
         # every batch's callbacks synchronously.
         if self._steps and self._steps % self.check_every == 0:
-            self._check(self.model)
+            self._check(self._model)
         self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        self._check(self.model)
+        self._check(self._model)
         if logs is not None:
             for layer in self._layers:
                 logs.setdefault(f"{layer.name}_width", layer.active_units)
@@ -197,11 +270,14 @@ class WidthController(keras.callbacks.Callback):
     # -- Checking -------------------------------------------------------------------------------
 
     def _check(self, model):
-        plan, widths = {}, {}
-        for layer in self._layers:
-            if not layer.built:
-                continue
-            width = float(ops.convert_to_numpy(layer.desired_units_tensor()))
+        layers = [layer for layer in self._layers if layer.built]
+        if not layers:
+            return
+        # Read only the width parameters: no full state sync unless something is resized.
+        values = reallocation.current_values(model, [layer.width_parameter for layer in layers])
+        plan, widths, reasons = {}, {}, {}
+        for layer, value in zip(layers, values):
+            width = float(ops.convert_to_numpy(layer.desired_units_tensor(value)))
             if not math.isfinite(width):
                 warnings.warn(
                     f"The width of adaptive layer '{layer.name}' is not finite (its width "
@@ -210,15 +286,24 @@ class WidthController(keras.callbacks.Callback):
                 )
                 continue
             widths[layer] = int(width)
-            target = self.target_capacity(layer, int(width))
+            self._recent_widths.setdefault(id(layer), []).append(int(width))
+            del self._recent_widths[id(layer)][:-_MAX_WINDOW]
+            target, reason = self._decide(layer, int(width))
             if target != layer.capacity:
-                plan[layer] = target
+                plan[layer], reasons[layer] = target, reason
         if not plan:
             return
+        started = time.perf_counter()
+        model = self.model  # on JAX this syncs the running state into the variables
         old = {layer: layer.capacity for layer in plan}
         reallocation.resize(model, plan, self._links)
         self.rebuilds += 1
+        self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
+            self._recent_widths[id(layer)] = []
+            if layer._capacity_settled and reasons[layer] == "grow":
+                self._regrowths[id(layer)] = self._regrowths.get(id(layer), 0) + 1
+            layer._capacity_settled = reasons[layer] == "settle"
             event = {
                 "epoch": self._epoch,
                 "step": self._steps,
@@ -226,12 +311,14 @@ class WidthController(keras.callbacks.Callback):
                 "width": widths[layer],
                 "old_capacity": old[layer],
                 "new_capacity": capacity,
+                "reason": reasons[layer],
             }
             self.reallocations.append(event)
             if self.verbose:
                 print(
                     f"WidthController: '{layer.name}' capacity {old[layer]} -> {capacity} "
-                    f"(width {widths[layer]}, epoch {self._epoch}, step {self._steps})"
+                    f"({reasons[layer]}; width {widths[layer]}, epoch {self._epoch}, "
+                    f"step {self._steps})"
                 )
 
     def get_config(self):
@@ -242,5 +329,7 @@ class WidthController(keras.callbacks.Callback):
             "grow_threshold": self.grow_threshold,
             "shrink_threshold": self.shrink_threshold,
             "width_warmup_epochs": self.width_warmup_epochs,
+            "settle_after": self.settle_after,
+            "settled_headroom": self.settled_headroom,
             "verbose": self.verbose,
         }

@@ -42,6 +42,10 @@ def test_policy_respects_min_units():
         ({"shrink_threshold": 0.6}, "shrink_threshold=0.6"),
         ({"verbose": 2}, "verbose=2"),
         ({"width_warmup_epochs": -1}, "width_warmup_epochs=-1"),
+        ({"settle_after": 1}, "settle_after=1"),
+        ({"settle_after": 2.5}, "settle_after=2.5"),
+        ({"settled_headroom": 1.0}, "settled_headroom=1.0"),
+        ({"settled_headroom": -0.1}, "settled_headroom=-0.1"),
     ],
 )
 def test_controller_rejects_bad_arguments(kwargs, message):
@@ -95,3 +99,77 @@ def test_width_warmup_freezes_the_width_then_releases_it():
     assert not any(layer._width_frozen for layer in model.layers[:2])
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[WidthController(), log])
     assert log.values[-1] != log.values[3]
+
+
+def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(40, 40)))
+    # The width is frozen for the whole fit, so it is settled from the first check on.
+    controller = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    layers = keras_awn.graph.adaptive_layers(model)
+    widths = [layer.desired_units for layer in layers]
+    # Default capacity 80; settled band top = width, margin max(2, 5% of 40) = 2.
+    assert [layer.capacity for layer in layers] == [w + 2 for w in widths]
+    assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
+    assert controller.rebuilds == 1  # both layers in one reallocation
+    # The fourth check: at the start of training, then before steps 1, 2 and 3.
+    assert all(e["step"] == 3 for e in controller.reallocations)
+    # A new fit (a new controller) keeps the tightened capacity while the width stays put,
+    # although the width is above grow_threshold * capacity.
+    again = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[again])
+    assert again.reallocations == []
+
+
+def test_settled_layer_grows_only_when_its_width_reaches_the_capacity():
+    layer = keras_awn.layers.AdaptiveDense(8, capacity=10)
+    controller = WidthController()
+    layer._capacity_settled = True
+    assert controller._decide(layer, 9) == (10, None)  # 9 > 0.8 * 10, but settled
+    assert controller._decide(layer, 10) == (20, "grow")
+    assert controller._decide(layer, 2) == (4, "shrink")
+    layer._capacity_settled = False
+    assert controller._decide(layer, 9) == (18, "grow")
+
+
+def test_settling_needs_a_stable_window_and_a_real_saving():
+    controller = WidthController(settle_after=3)
+    wide = keras_awn.layers.AdaptiveDense(40, capacity=80)
+    controller._recent_widths[id(wide)] = [38, 40, 39]
+    assert controller._decide(wide, 39) == (42, "settle")
+    controller._recent_widths[id(wide)] = [30, 40, 39]  # moved by more than the margin
+    assert controller._decide(wide, 39) == (80, None)
+    controller._recent_widths[id(wide)] = [40, 40]  # not enough checks yet
+    assert controller._decide(wide, 40) == (80, None)
+    small = keras_awn.layers.AdaptiveDense(8, capacity=16)
+    controller._recent_widths[id(small)] = [8, 8, 8]
+    assert controller._decide(small, 8) == (16, None)  # would free only 6 units
+    # After growing out of a settled capacity, settling waits twice as long.
+    controller._regrowths[id(wide)] = 1
+    controller._recent_widths[id(wide)] = [40] * 5
+    assert controller._decide(wide, 40) == (80, None)
+    controller._recent_widths[id(wide)] = [40] * 6
+    assert controller._decide(wide, 40) == (42, "settle")
+
+
+def test_current_values_match_the_synced_model_mid_epoch():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    seen = []
+
+    class Compare(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch in (3, 5):
+                variables = [l.width_parameter for l in keras_awn.graph.adaptive_layers(self._model)]
+                running = keras_awn.reallocation.current_values(self._model, variables)
+                self.model  # on JAX, reading `callback.model` syncs the running state
+                synced = [ops.convert_to_numpy(v) for v in variables]
+                seen.append((running, synced))
+
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[Compare()])
+    assert len(seen) == 2
+    for running, synced in seen:
+        np.testing.assert_array_equal(np.array(running), np.array(synced))
+    # The width parameters moved between the two batches, so the values are not stale.
+    assert not np.array_equal(np.array(seen[0][0]), np.array(seen[1][0]))
