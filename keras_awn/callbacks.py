@@ -5,14 +5,13 @@ import time
 import warnings
 
 import keras
-from keras import ops
 
 from keras_awn import graph
 from keras_awn import reallocation
 
 
 # Tightening a settled capacity must free at least this many units (see `WidthController`).
-_MIN_SETTLE_SAVING = 16
+_MIN_SETTLE_SAVING = 64
 # Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
 _MAX_WINDOW = 4096
 
@@ -37,11 +36,13 @@ class WidthController(keras.callbacks.Callback):
     So after any reallocation the width sits at `1 / growth_factor` of the capacity, and it must
     move by a constant factor before the next one: reallocations (each one rebuilds the compiled
     step) happen O(log(final width / initial width)) times per layer. A larger `growth_factor`
-    means fewer rebuilds and more masked (wasted) units per step.
+    means fewer rebuilds and more masked (wasted) units per step. When one layer is reallocated,
+    the others whose width is past halfway between `1 / growth_factor` and `grow_threshold` of
+    their capacity grow in the same rebuild.
 
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
     band of `max(2, settled_headroom * width)` units), its capacity is tightened to the top of
-    that band plus the same margin, if that frees at least a fifth of it and 16 units. A settled
+    that band plus the same margin, if that frees at least a fifth of it and 64 units. A settled
     layer grows only when its width reaches the capacity (then by `growth_factor`, and it is
     moving again, and waits twice as long before settling again), so the masked units cost
     about `settled_headroom` of the layer's work for the rest of training, at the price of one
@@ -277,7 +278,7 @@ class WidthController(keras.callbacks.Callback):
         values = reallocation.current_values(model, [layer.width_parameter for layer in layers])
         plan, widths, reasons = {}, {}, {}
         for layer, value in zip(layers, values):
-            width = float(ops.convert_to_numpy(layer.desired_units_tensor(value)))
+            width = layer.desired_units_on_host(float(value))
             if not math.isfinite(width):
                 warnings.warn(
                     f"The width of adaptive layer '{layer.name}' is not finite (its width "
@@ -293,6 +294,19 @@ class WidthController(keras.callbacks.Callback):
                 plan[layer], reasons[layer] = target, reason
         if not plan:
             return
+        # The step is rebuilt anyway: also grow the moving layers that are past halfway to their
+        # grow threshold, rather than rebuilding again for them a few checks later.
+        early = (1.0 / self.growth_factor + self.grow_threshold) / 2.0
+        for layer, width in widths.items():
+            upper = layer.max_units if layer.max_units is not None else math.inf
+            if (
+                layer not in plan
+                and not layer._capacity_settled
+                and width > early * layer.capacity
+                and layer.capacity < upper
+            ):
+                plan[layer] = int(min(math.ceil(self.growth_factor * width), upper))
+                reasons[layer] = "grow"
         started = time.perf_counter()
         model = self.model  # on JAX this syncs the running state into the variables
         old = {layer: layer.capacity for layer in plan}

@@ -189,10 +189,26 @@ class WidthDistribution:
     # -- Host-side evaluation, between steps ----------------------------------------------------
 
     def parameter_on_host(self, raw: float) -> float:
-        """`parameter(raw)` as a Python float."""
+        """`parameter(raw)` as a Python float (computed in float32, as in the step)."""
         if type(self).parameter is WidthDistribution.parameter:
-            return float(np.logaddexp(0.0, raw))  # softplus
+            return float(np.logaddexp(np.float32(0.0), np.float32(raw)))  # softplus
         return float(ops.convert_to_numpy(self.parameter(ops.convert_to_tensor(raw, "float32"))))
+
+    def icdf_on_host(self, q: float, parameter: float):
+        """`icdf` as a float32 numpy scalar, or None (the default) to evaluate `icdf` eagerly."""
+        return None
+
+    def width_on_host(self, raw: float, quantile: float) -> float:
+        """`width(raw, quantile)` as a Python float, computed between steps.
+
+        The built-in distributions compute it with numpy in float32 like the step does (the
+        controller checks widths every few steps; eager backend ops would cost a dispatch each,
+        and on JAX a device round trip). Other distributions evaluate `width` eagerly.
+        """
+        icdf = self.icdf_on_host(float(quantile), self.parameter_on_host(float(raw)))
+        if icdf is None:
+            return float(ops.convert_to_numpy(self.width(float(raw), quantile)))
+        return float(np.ceil(np.float32(icdf)) + np.float32(WIDTH_OFFSET))
 
     def log_survival_on_host(self, x: np.ndarray, parameter: float) -> np.ndarray:
         """`log_survival` in numpy (float64), used between steps.
@@ -279,6 +295,9 @@ class Exponential(WidthDistribution):
     def log_survival_on_host(self, x, parameter):
         return -parameter * np.asarray(x, dtype="float64")
 
+    def icdf_on_host(self, q, parameter):
+        return np.float32(-math.log1p(-q)) / np.float32(parameter)
+
     def relative_log_mass(self, i, raw):
         # log p(i) = -rate * i + log(1 - exp(-rate)); the second term does not depend on i.
         return -self.parameter(raw) * ops.convert_to_tensor(i, dtype="float32")
@@ -314,6 +333,10 @@ class PowerLaw(WidthDistribution):
 
     def log_survival_on_host(self, x, parameter):
         return -parameter * np.log1p(np.asarray(x, dtype="float64") / self.scale)
+
+    def icdf_on_host(self, q, parameter):
+        exponent = np.float32(-math.log1p(-q)) / np.float32(parameter)
+        return np.float32(self.scale) * np.expm1(exponent)
 
     def icdf(self, q, parameter):
         return self.scale * ops.expm1(_neg_log1p_neg(q) / parameter)

@@ -103,14 +103,15 @@ def test_width_warmup_freezes_the_width_then_releases_it():
 
 def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     x, y = helpers.spiral_data(256)
-    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(40, 40)))
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(100, 100)))
     # The width is frozen for the whole fit, so it is settled from the first check on.
     controller = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     layers = keras_awn.graph.adaptive_layers(model)
     widths = [layer.desired_units for layer in layers]
-    # Default capacity 80; settled band top = width, margin max(2, 5% of 40) = 2.
-    assert [layer.capacity for layer in layers] == [w + 2 for w in widths]
+    # Default capacity 200; settled band top = width, margin max(2, 5% of 100) = 5.
+    assert widths == [100, 100]
+    assert [layer.capacity for layer in layers] == [105, 105]
     assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
     assert controller.rebuilds == 1  # both layers in one reallocation
     # The fourth check: at the start of training, then before steps 1, 2 and 3.
@@ -123,34 +124,56 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
 
 
 def test_settled_layer_grows_only_when_its_width_reaches_the_capacity():
-    layer = keras_awn.layers.AdaptiveDense(8, capacity=10)
+    layer = keras_awn.layers.AdaptiveDense(100, capacity=105)
     controller = WidthController()
     layer._capacity_settled = True
-    assert controller._decide(layer, 9) == (10, None)  # 9 > 0.8 * 10, but settled
-    assert controller._decide(layer, 10) == (20, "grow")
-    assert controller._decide(layer, 2) == (4, "shrink")
+    assert controller._decide(layer, 104) == (105, None)  # 104 > 0.8 * 105, but settled
+    assert controller._decide(layer, 105) == (210, "grow")
+    assert controller._decide(layer, 20) == (40, "shrink")
     layer._capacity_settled = False
-    assert controller._decide(layer, 9) == (18, "grow")
+    assert controller._decide(layer, 104) == (208, "grow")
 
 
 def test_settling_needs_a_stable_window_and_a_real_saving():
     controller = WidthController(settle_after=3)
-    wide = keras_awn.layers.AdaptiveDense(40, capacity=80)
-    controller._recent_widths[id(wide)] = [38, 40, 39]
-    assert controller._decide(wide, 39) == (42, "settle")
-    controller._recent_widths[id(wide)] = [30, 40, 39]  # moved by more than the margin
-    assert controller._decide(wide, 39) == (80, None)
-    controller._recent_widths[id(wide)] = [40, 40]  # not enough checks yet
-    assert controller._decide(wide, 40) == (80, None)
-    small = keras_awn.layers.AdaptiveDense(8, capacity=16)
-    controller._recent_widths[id(small)] = [8, 8, 8]
-    assert controller._decide(small, 8) == (16, None)  # would free only 6 units
+    wide = keras_awn.layers.AdaptiveDense(100, capacity=200)
+    controller._recent_widths[id(wide)] = [98, 100, 99]
+    assert controller._decide(wide, 99) == (105, "settle")  # 100 + max(2, 5% of 100)
+    controller._recent_widths[id(wide)] = [90, 100, 99]  # moved by more than the margin
+    assert controller._decide(wide, 99) == (200, None)
+    controller._recent_widths[id(wide)] = [100, 100]  # not enough checks yet
+    assert controller._decide(wide, 100) == (200, None)
+    small = keras_awn.layers.AdaptiveDense(40, capacity=80)
+    controller._recent_widths[id(small)] = [40, 40, 40]
+    assert controller._decide(small, 40) == (80, None)  # would free only 38 units
     # After growing out of a settled capacity, settling waits twice as long.
     controller._regrowths[id(wide)] = 1
-    controller._recent_widths[id(wide)] = [40] * 5
-    assert controller._decide(wide, 40) == (80, None)
-    controller._recent_widths[id(wide)] = [40] * 6
-    assert controller._decide(wide, 40) == (42, "settle")
+    controller._recent_widths[id(wide)] = [100] * 5
+    assert controller._decide(wide, 100) == (200, None)
+    controller._recent_widths[id(wide)] = [100] * 6
+    assert controller._decide(wide, 100) == (105, "settle")
+
+
+def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model.build((None, 2))
+    first, second = keras_awn.graph.adaptive_layers(model)  # capacities 16 and 16
+    first.width_parameter.assign(first.distribution.raw_for_width(14, first.quantile))  # > 0.8
+    second.width_parameter.assign(second.distribution.raw_for_width(11, second.quantile))  # > 0.65
+    controller = WidthController(width_warmup_epochs=5)  # widths stay put
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
+    assert controller.rebuilds == 1
+    assert (first.capacity, second.capacity) == (28, 22)
+    # Below halfway (0.65 * 16 = 10.4), a layer is left alone.
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model.build((None, 2))
+    first, second = keras_awn.graph.adaptive_layers(model)
+    first.width_parameter.assign(first.distribution.raw_for_width(14, first.quantile))
+    second.width_parameter.assign(second.distribution.raw_for_width(10, second.quantile))
+    controller = WidthController(width_warmup_epochs=5)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
+    assert (first.capacity, second.capacity) == (28, 16)
 
 
 def test_current_values_match_the_synced_model_mid_epoch():

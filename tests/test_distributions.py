@@ -245,3 +245,24 @@ def test_host_importance_matches_the_in_step_importance(dist, normalization):
     assert on_host.shape == (active,)
     np.testing.assert_allclose(on_host, in_step[:active], rtol=2e-5)
     assert np.all(in_step[active:] == 0)
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [
+        keras_awn.distributions.Exponential(),
+        keras_awn.distributions.PowerLaw(scale=3.0),
+        _Halving(),
+    ],
+    ids=["exponential", "power_law", "user_subclass"],
+)
+def test_host_width_matches_the_in_step_width(dist):
+    raws = np.random.default_rng(3).uniform(-9.0, 4.0, size=200).astype("float32")
+    in_step = np.array([float(np_(dist.width(float(raw), 0.9))) for raw in raws])
+    on_host = np.array([dist.width_on_host(float(raw), 0.9) for raw in raws])
+    # Widths a layer can hold agree exactly; for absurd widths (millions of units) the backends'
+    # float32 transcendental functions may differ in the last bits.
+    exact = in_step < 1e5
+    assert exact.sum() > 50
+    np.testing.assert_array_equal(on_host[exact], in_step[exact])
+    np.testing.assert_allclose(on_host[~exact], in_step[~exact], rtol=1e-5)

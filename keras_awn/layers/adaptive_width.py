@@ -230,6 +230,12 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     # -- Width, eager (between steps) -----------------------------------------------------------
 
+    def desired_units_on_host(self, width_parameter: float) -> float:
+        """`desired_units_tensor(width_parameter)` computed on the host (a Python float)."""
+        width = self.distribution.width_on_host(width_parameter, self.quantile)
+        upper = self.max_units if self.max_units is not None else math.inf
+        return min(max(width, float(self.min_units)), upper)
+
     @property
     def desired_units(self) -> int:
         """Width the distribution asks for now (Python int, may exceed the capacity)."""
