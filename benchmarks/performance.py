@@ -1,0 +1,547 @@
+"""The cost of adaptivity: adaptive models against plain Keras, backend by backend.
+
+    python benchmarks/performance.py                     # every part, TensorFlow, JAX, PyTorch
+    python benchmarks/performance.py --backends jax --parts steps
+    python benchmarks/performance.py --render-only       # redraw docs/performance.md
+
+Each backend runs in its own process (the backend is fixed at import), and every ratio compares
+two measurements taken in that same process. Parts:
+
+- `steps`: step time of an MLP with two AdaptiveDense layers vs a plain Keras MLP with the same
+  active widths (64, 256, 1024) at batch 128 and 1024, with the capacity the controller keeps
+  once widths have settled (width + 5%, at least 2 units) and while they move (2 x width). The
+  controller checks the widths every 8 steps as in a normal fit, but never reallocates.
+- `spiral`: one adaptive training run on the hard two-spiral task (5000 points, 2 turns): time
+  spent reallocating and recompiling as a share of the run, reallocations per layer, for the
+  default capacity policy and variants of it (the trade-off between masked units and rebuilds).
+- `memory`: peak memory of training the adaptive model vs the plain one (state bytes, exactly,
+  and the growth of the process' peak resident memory, each model in a fresh process).
+- `accuracy`: time to accuracy, one adaptive run vs the grid of fixed widths {8, 16, 24, 128,
+  256} of the paper, on the hard two-spiral task and scikit-learn's digits.
+
+Results go to benchmarks/results/performance_<backend>.json and docs/performance.md.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+PAGE = os.path.join(ROOT, "docs", "performance.md")
+BACKENDS = ("tensorflow", "jax", "torch")
+PARTS = ("steps", "spiral", "memory", "accuracy")
+STEP_WIDTHS = (64, 256, 1024)
+STEP_BATCHES = (128, 1024)
+GRID = (8, 16, 24, 128, 256)
+FEATURES, CLASSES = 32, 10
+
+
+# -- Worker side: runs inside one backend ---------------------------------------------------------
+
+
+def _setup():
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import keras
+
+    import keras_awn
+
+    return keras, keras_awn
+
+
+def _compile(keras, model, learning_rate=1e-3):
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _mlp(keras, keras_awn, width, capacity=None, inputs=FEATURES, classes=CLASSES, l2=None):
+    """Plain Keras MLP (capacity None) or the adaptive one at active width `width`.
+
+    `l2`: a plain MLP whose hidden layers carry an L2 penalty on kernel and bias, the same kind
+    of term as the adaptive layers' Gaussian weight prior (what the method's objective costs).
+    """
+    if capacity is None:
+        penalty = keras.regularizers.L2(l2) if l2 else None
+        hidden = [
+            keras.layers.Dense(
+                width, activation="relu", kernel_regularizer=penalty, bias_regularizer=penalty
+            )
+            for _ in range(2)
+        ]
+        return keras.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
+    hidden = [
+        keras_awn.layers.AdaptiveDense(width, capacity=capacity, activation="relu")
+        for _ in range(2)
+    ]
+    return keras_awn.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
+
+
+def _frozen_controller(keras_awn, **kwargs):
+    """A WidthController that checks as usual but never changes a capacity (for timing)."""
+
+    class CheckingOnly(keras_awn.callbacks.WidthController):
+        def _decide(self, layer, width):
+            return layer.capacity, None
+
+    return CheckingOnly(**kwargs)
+
+
+def settled_capacity(width, headroom=0.05):
+    return width + max(2, math.ceil(headroom * width))
+
+
+def run_steps(quick):
+    import numpy as np
+
+    keras, keras_awn = _setup()
+    widths = (16,) if quick else STEP_WIDTHS
+    batches = (32,) if quick else STEP_BATCHES
+    rng = np.random.default_rng(0)
+    rows = []
+    for width in widths:
+        for batch in batches:
+            # Enough steps per timed epoch that the per-epoch overhead of fit is small.
+            steps = 8 if quick else max(16, min(64, int(4e9 / (batch * width * width * 6))))
+            x = rng.normal(size=(batch * steps, FEATURES)).astype("float32")
+            y = rng.integers(0, CLASSES, batch * steps).astype("int32")
+            cases = {
+                "plain": (_mlp(keras, keras_awn, width), []),
+                # 1 / (2 sigma^2 N): the adaptive prior's scale at sigma 1.
+                "plain_l2": (_mlp(keras, keras_awn, width, l2=1.0 / (2 * len(x))), []),
+                "settled": (
+                    _mlp(keras, keras_awn, width, settled_capacity(width)),
+                    [_frozen_controller(keras_awn)],
+                ),
+                "moving": (
+                    _mlp(keras, keras_awn, width, 2 * width),
+                    [_frozen_controller(keras_awn)],
+                ),
+            }
+            best = {}
+            for name, (model, callbacks) in cases.items():
+                _compile(keras, model, 1e-4)
+                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+                best[name] = math.inf
+            # Interleaved repeats, best of each: the machine's load drifts between cases.
+            for _ in range(2 if quick else 5):
+                for name, (model, callbacks) in cases.items():
+                    started = time.perf_counter()
+                    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+                    best[name] = min(best[name], (time.perf_counter() - started) / steps)
+            # The widths drift a little while timing (it is training); the work per step
+            # depends on the capacity, which stays put.
+            active = {n: list(keras_awn.widths(cases[n][0]).values()) for n in ("settled", "moving")}
+            rows.append(
+                {
+                    "width": width,
+                    "batch": batch,
+                    "plain_ms": 1000 * best["plain"],
+                    "plain_l2_ms": 1000 * best["plain_l2"],
+                    "settled_ms": 1000 * best["settled"],
+                    "moving_ms": 1000 * best["moving"],
+                    "settled_capacity": settled_capacity(width),
+                    "moving_capacity": 2 * width,
+                    "active_widths_after": active,
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+# Narrower than the widths the task needs (about 20-40), so that the run reallocates.
+SPIRAL_INITIAL_UNITS = 8
+SPIRAL_POLICIES = {
+    "default (growth 2, settle after 16 checks)": {},
+    "no settling": {"settle_after": None},
+    "growth 1.5": {"growth_factor": 1.5, "shrink_threshold": 0.25},
+    "growth 3": {"growth_factor": 3.0, "shrink_threshold": 0.2},
+}
+
+
+def _spiral_task(quick):
+    from keras_awn import datasets
+
+    x, y = datasets.spirals(600 if quick else 5000, turns=2.0, noise=0.02, seed=0)
+    return datasets.split(x, y)
+
+
+class _StepTimer:
+    """Times each step, and marks the steps that follow a rebuild of the step functions."""
+
+    def __new__(cls, keras, controller):
+        class StepTimer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.durations, self.after_rebuild = [], []
+                self._seen = 0
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._started = time.perf_counter()
+                self.after_rebuild.append(controller.rebuilds > self._seen)
+                self._seen = controller.rebuilds
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.durations.append(time.perf_counter() - self._started)
+
+        return StepTimer()
+
+
+def run_spiral(quick):
+    import numpy as np
+
+    keras, keras_awn = _setup()
+    (x, y), (x_test, y_test) = _spiral_task(quick)
+    epochs = 3 if quick else 60
+    rows = []
+    for name, policy in SPIRAL_POLICIES.items():
+        keras.utils.set_random_seed(0)
+        model = keras_awn.Sequential(
+            [
+                keras.Input((2,)),
+                keras_awn.layers.AdaptiveDense(SPIRAL_INITIAL_UNITS, activation="relu"),
+                keras_awn.layers.AdaptiveDense(SPIRAL_INITIAL_UNITS, activation="relu"),
+                keras.layers.Dense(2),
+            ]
+        )
+        _compile(keras, model, 0.01)
+        controller = keras_awn.callbacks.WidthController(**policy)
+        timer = _StepTimer(keras, controller)
+        # The first step compiles for plain models too: start the clock after it.
+        started = time.perf_counter()
+        model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[controller, timer])
+        wall = time.perf_counter() - started
+        durations = np.array(timer.durations)
+        after = np.array(timer.after_rebuild)
+        typical = float(np.median(durations))
+        recompile = float(np.sum(np.maximum(durations[after] - typical, 0.0)))
+        first_step = float(durations[0])
+        per_layer = {}
+        for event in controller.reallocations:
+            per_layer[event["layer"]] = per_layer.get(event["layer"], 0) + 1
+        accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
+        rows.append(
+            {
+                "policy": name,
+                "wall_s": wall,
+                "first_step_s": first_step,
+                "reallocation_s": controller.reallocation_seconds,
+                "recompile_s": recompile,
+                "rebuilds": controller.rebuilds,
+                "reallocations_per_layer": per_layer,
+                "final_widths": keras_awn.widths(model),
+                "final_capacities": {
+                    l.name: l.capacity for l in keras_awn.graph.adaptive_layers(model)
+                },
+                "test_accuracy": accuracy,
+                "events": controller.reallocations,
+            }
+        )
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "events"}), file=sys.stderr)
+    return rows
+
+
+def run_memory_one(variant, quick):
+    """One model trained in this fresh process: state bytes and peak RSS growth."""
+    import resource
+
+    import numpy as np
+
+    keras, keras_awn = _setup()
+    width = 64 if quick else 1024
+    batch = 64 if quick else 1024
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * 8, FEATURES)).astype("float32")
+    y = rng.integers(0, CLASSES, batch * 8).astype("int32")
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    capacity = {"plain": None, "settled": settled_capacity(width), "moving": 2 * width}[variant]
+    model = _compile(keras, _mlp(keras, keras_awn, width, capacity))
+    callbacks = [] if capacity is None else [_frozen_controller(keras_awn)]
+    model.fit(x, y, batch_size=batch, epochs=3, verbose=0, callbacks=callbacks)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    state = sum(
+        int(np.prod(v.shape)) * 4 for v in model.variables + model.optimizer.variables
+    )
+    return {"variant": variant, "state_bytes": state, "peak_rss_growth_kib": peak - baseline}
+
+
+def _load_digits():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from keras_awn import datasets
+
+    x, y = load_digits(return_X_y=True)
+    x, y = (x / 16.0).astype("float32"), y.astype("int32")
+    order = np.random.default_rng(0).permutation(len(x))
+    return datasets.split(x[order], y[order])
+
+
+def run_accuracy(quick):
+    keras, keras_awn = _setup()
+    tasks = {"hard spiral": _spiral_task(quick), "digits": _load_digits()}
+    epochs = 3 if quick else 60
+    grid = (8, 16) if quick else GRID
+    rows = []
+    for task, ((x, y), (x_test, y_test)) in tasks.items():
+        classes = int(y.max()) + 1
+        runs = []
+        for width in (None, *grid):
+            keras.utils.set_random_seed(0)
+            if width is None:
+                model = keras_awn.Sequential(
+                    [
+                        keras.Input((x.shape[1],)),
+                        keras_awn.layers.AdaptiveDense(16, activation="relu"),
+                        keras_awn.layers.AdaptiveDense(16, activation="relu"),
+                        keras.layers.Dense(classes),
+                    ]
+                )
+            else:
+                model = _mlp(keras, keras_awn, width, inputs=x.shape[1], classes=classes)
+            _compile(keras, model, 0.01)
+            callbacks = [] if width is not None else [keras_awn.callbacks.WidthController()]
+            started = time.perf_counter()
+            model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=callbacks)
+            wall = time.perf_counter() - started
+            accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
+            run = {"width": width, "wall_s": wall, "test_accuracy": accuracy}
+            if width is None:
+                run["learned_widths"] = keras_awn.widths(model)
+                run["rebuilds"] = callbacks[0].rebuilds
+            runs.append(run)
+            print(json.dumps({"task": task, **run}), file=sys.stderr)
+        rows.append({"task": task, "epochs": epochs, "runs": runs})
+    return rows
+
+
+# -- Driver side: no backend imported --------------------------------------------------------------
+
+
+def _worker(backend, args):
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONHASHSEED": "0"}
+    command = [sys.executable, os.path.abspath(__file__), "--worker", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{backend} {' '.join(args)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _results_path(backend, tag=None, folder=RESULTS):
+    suffix = f"-{tag}" if tag else ""
+    return os.path.join(folder, f"performance_{backend}{suffix}.json")
+
+
+def _label(backend, tag=None):
+    return f"{backend} ({tag})" if tag else backend
+
+
+def measure(backend, parts, quick, tag=None, folder=RESULTS):
+    path = _results_path(backend, tag, folder)
+    results = {}
+    if os.path.exists(path) and not quick:
+        with open(path) as f:
+            results = json.load(f)
+    for part in parts:
+        print(f"[{backend}] {part} ...", flush=True)
+        started = time.perf_counter()
+        extra = ["quick"] if quick else []
+        if part == "memory":
+            results[part] = [
+                _worker(backend, ["memory_one", variant, *extra])
+                for variant in ("plain", "settled", "moving")
+            ]
+        else:
+            results[part] = _worker(backend, [part, *extra])
+        print(f"[{backend}] {part} done in {time.perf_counter() - started:.0f} s", flush=True)
+    results["command"] = "python benchmarks/performance.py" + (f" --tag {tag}" if tag else "")
+    results["quick"] = quick
+    if not quick:
+        os.makedirs(folder, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}"
+
+
+def render(all_results):
+    """docs/performance.md from the results of each backend."""
+    out = [
+        "# Performance: the cost of adaptivity",
+        "",
+        "Generated by `python benchmarks/performance.py` (this page is overwritten; do not edit",
+        "numbers by hand). Every ratio divides two measurements taken in the same process, on this",
+        "project's CI machine class (2 CPU cores, no GPU) unless a section says otherwise. Raw",
+        "figures: `benchmarks/results/performance_<backend>.json`.",
+        "",
+    ]
+    # CPU rows first, then tagged machines (e.g. "jax (h100)").
+    backends = sorted(all_results, key=lambda label: ("(" in label, label))
+
+    out += [
+        "## Step time at equal active width",
+        "",
+        "Two hidden layers of the given active width (32 inputs, 10 classes, Adam). *settled*: the",
+        "capacity the controller keeps once a width stops moving (width + 5%, at least 2 units);",
+        "*moving*: the capacity right after a reallocation (2 x width). Both include the",
+        "controller's width check every 8 steps. Ratio = adaptive / plain Keras (best of 5",
+        "interleaved epochs each). *plain + L2*: the plain MLP with an L2 penalty on its hidden",
+        "layers at the adaptive prior's scale, i.e. what the method's weight prior costs by itself.",
+        "",
+        "| backend | width | batch | plain ms/step | settled ratio | moving ratio | "
+        "plain + L2 ratio | settled / (plain + L2) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for row in all_results[backend].get("steps", []):
+            out.append(
+                f"| {backend} | {row['width']} | {row['batch']} | {row['plain_ms']:.2f} | "
+                f"{_ratio(row['settled_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['moving_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['plain_l2_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['settled_ms'], row['plain_l2_ms'])} |"
+            )
+    out += [""]
+
+    out += [
+        "## Reallocation and recompilation in a training run",
+        "",
+        "Hard two-spiral task (5000 points, 2 turns, 80% for training), two AdaptiveDense layers",
+        f"from {SPIRAL_INITIAL_UNITS} units, Adam 0.01, batch 128, 60 epochs. *realloc*: time inside the controller's",
+        "reallocations; *recompile*: the extra time of the first step after each rebuild over the",
+        "median step. Shares are of the whole `fit` (whose first step compiles, as a plain",
+        "model's does).",
+        "",
+        "| backend | policy | fit s | realloc s | recompile s | share | rebuilds | per layer | "
+        "final width / capacity | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for row in all_results[backend].get("spiral", []):
+            share = (row["reallocation_s"] + row["recompile_s"]) / row["wall_s"]
+            per_layer = ", ".join(str(v) for v in row["reallocations_per_layer"].values()) or "0"
+            shapes = ", ".join(
+                f"{row['final_widths'][k]}/{row['final_capacities'][k]}"
+                for k in row["final_widths"]
+            )
+            out.append(
+                f"| {backend} | {row['policy']} | {row['wall_s']:.1f} | "
+                f"{row['reallocation_s']:.2f} | {row['recompile_s']:.2f} | {100 * share:.1f}% | "
+                f"{row['rebuilds']} | {per_layer} | {shapes} | {row['test_accuracy']:.3f} |"
+            )
+    out += [""]
+
+    out += [
+        "## Peak memory",
+        "",
+        "Two hidden layers of 1024 active units, batch 1024, 3 epochs, each model trained in a",
+        "fresh process. *state*: bytes of the model and optimizer variables (exact); *peak RSS*:",
+        "growth of the process' peak resident memory during build and training (includes the",
+        "backend's compilation and allocator caches). Ratios are adaptive / plain.",
+        "",
+        "| backend | plain state MiB | settled state | moving state | plain peak RSS MiB | "
+        "settled peak RSS | moving peak RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        rows = {r["variant"]: r for r in all_results[backend].get("memory", [])}
+        if len(rows) == 3:
+            plain = rows["plain"]
+            out.append(
+                f"| {backend} | {plain['state_bytes'] / 2**20:.1f} | "
+                f"{_ratio(rows['settled']['state_bytes'], plain['state_bytes'])} | "
+                f"{_ratio(rows['moving']['state_bytes'], plain['state_bytes'])} | "
+                f"{plain['peak_rss_growth_kib'] / 1024:.0f} | "
+                f"{_ratio(rows['settled']['peak_rss_growth_kib'], plain['peak_rss_growth_kib'])} | "
+                f"{_ratio(rows['moving']['peak_rss_growth_kib'], plain['peak_rss_growth_kib'])} |"
+            )
+    out += [""]
+
+    out += [
+        "## Time to accuracy: one adaptive run vs the grid of fixed widths",
+        "",
+        "Two hidden layers; the grid is the paper's {8, 16, 24, 128, 256} units per layer, each",
+        "width one run; the adaptive run starts at 16 units per layer. Same optimizer (Adam",
+        "0.01), batch 128, epochs and seed for every run; test accuracy at the last epoch.",
+        "",
+        "| backend | task | grid: best acc (width) | grid total s | adaptive acc | adaptive s | "
+        "adaptive / grid time | within 1 point | learned widths | rebuilds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for task in all_results[backend].get("accuracy", []):
+            adaptive = next(r for r in task["runs"] if r["width"] is None)
+            grid = [r for r in task["runs"] if r["width"] is not None]
+            best = max(grid, key=lambda r: r["test_accuracy"])
+            total = sum(r["wall_s"] for r in grid)
+            within = adaptive["test_accuracy"] >= best["test_accuracy"] - 0.01
+            widths = ", ".join(str(v) for v in adaptive["learned_widths"].values())
+            out.append(
+                f"| {backend} | {task['task']} | {best['test_accuracy']:.3f} ({best['width']}) | "
+                f"{total:.1f} | {adaptive['test_accuracy']:.3f} | {adaptive['wall_s']:.1f} | "
+                f"{_ratio(adaptive['wall_s'], total)} | {'yes' if within else 'no'} | {widths} | "
+                f"{adaptive.get('rebuilds', '')} |"
+            )
+    out += [""]
+    notes = os.path.join(ROOT, "benchmarks", "performance_notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            out += [f.read().rstrip(), ""]
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, results not saved")
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--tag", help="name of the machine, e.g. h100 (results kept apart)")
+    parser.add_argument("--results-dir", help="where to write the results (default benchmarks/results)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        part, *rest = args.worker
+        quick = "quick" in rest
+        if part == "memory_one":
+            result = run_memory_one(rest[0], quick)
+        else:
+            result = {"steps": run_steps, "spiral": run_spiral, "accuracy": run_accuracy}[part](
+                quick
+            )
+        print(json.dumps(result))
+        return
+
+    all_results = {}
+    for name in sorted(os.listdir(RESULTS)) if os.path.isdir(RESULTS) else []:
+        if name.startswith("performance_") and name.endswith(".json"):
+            backend, _, tag = name[len("performance_") : -len(".json")].partition("-")
+            with open(os.path.join(RESULTS, name)) as f:
+                all_results[_label(backend, tag or None)] = json.load(f)
+    if not args.render_only:
+        folder = args.results_dir or RESULTS
+        for backend in args.backends:
+            all_results[_label(backend, args.tag)] = measure(
+                backend, args.parts, args.quick, args.tag, folder
+            )
+    page = render(all_results)
+    print(page)
+    if not args.quick:
+        with open(PAGE, "w") as f:
+            f.write(page + "\n")
+
+
+if __name__ == "__main__":
+    main()

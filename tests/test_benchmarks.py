@@ -1,0 +1,33 @@
+"""The performance benchmark runs (tiny sizes) and reports what it measured. No timings checked."""
+
+import os
+import subprocess
+import sys
+
+import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_performance_benchmark_runs_in_quick_mode():
+    backend = keras.backend.backend()
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "performance.py"),
+            "--quick",
+            "--backends",
+            backend,
+            "--parts",
+            "steps",
+            "spiral",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(f"| {backend} |")]
+    # One step-time row (width 16, batch 32) and one row per capacity policy of the spiral run.
+    assert len([r for r in rows if "| 16 | 32 |" in r]) == 1
+    assert len([r for r in rows if "growth" in r or "settling" in r]) == 4
