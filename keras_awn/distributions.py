@@ -336,7 +336,8 @@ class PowerLaw(WidthDistribution):
 
     def icdf_on_host(self, q, parameter):
         exponent = np.float32(-math.log1p(-q)) / np.float32(parameter)
-        return np.float32(self.scale) * np.expm1(exponent)
+        with np.errstate(over="ignore"):  # inf, as in the step, for a diverged parameter
+            return np.float32(self.scale) * np.expm1(exponent)
 
     def icdf(self, q, parameter):
         return self.scale * ops.expm1(_neg_log1p_neg(q) / parameter)

@@ -90,7 +90,10 @@ def test_reallocation_mid_training_is_invisible(capacities, builder):
     # Same function before and after the swap.
     np.testing.assert_allclose(resize.after, resize.before, rtol=1e-6, atol=1e-6)
     # Same trajectory as the model that was never reallocated (widths stayed inside capacity).
-    np.testing.assert_allclose(losses_resized.losses, losses_reference.losses, rtol=1e-5, atol=1e-6)
+    # Matmuls over a different inner size may sum in a different order (oneDNN picks its blocking
+    # by shape and load), so allow float32 rounding to accumulate over the 16 steps; a broken
+    # procedure (stale variables, lost moments) differs by orders of magnitude more.
+    np.testing.assert_allclose(losses_resized.losses, losses_reference.losses, rtol=1e-4, atol=1e-6)
     probe = x[:32]
     np.testing.assert_allclose(
         resized.predict(probe, verbose=0), reference.predict(probe, verbose=0), rtol=1e-4, atol=1e-5
