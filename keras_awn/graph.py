@@ -14,10 +14,7 @@ its consumer. Any other reader would break the invariant that masked units are e
 could not be resized, and is refused with an error naming it.
 """
 
-import math
-
 import keras
-import numpy as np
 
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
@@ -165,16 +162,6 @@ def find_links(model) -> dict:
                 "block such as `keras_awn.layers.AdaptiveMLP`."
             )
     return links
-
-
-def compensating_stddev(importance) -> float:
-    """Standard deviation of weights reading importance-scaled units (the paper).
-
-    `sqrt(2 / sum(p ** 2))` keeps the scaled activations at unit variance, as He initialisation
-    does for unscaled inputs.
-    """
-    importance = np.asarray(importance, dtype="float64")
-    return math.sqrt(2.0 / float((importance**2).sum()))
 
 
 def reader_input_variables(reader) -> list:

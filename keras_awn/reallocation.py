@@ -29,7 +29,6 @@ import numpy as np
 from keras import ops
 
 from keras_awn import graph
-from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
 
 def _random_seed() -> int:
@@ -108,15 +107,6 @@ def _draw(initializer, shape, dtype):
     return np.array(ops.convert_to_numpy(initializer(shape, dtype=dtype)), copy=True)
 
 
-def compensating_stddev_of(producer) -> float:
-    """The paper's init scale for weights reading `producer` now: `sqrt(2 / sum(p ** 2))`."""
-    raw = float(ops.convert_to_numpy(producer.width_parameter))
-    importance = producer.distribution.importance_on_host(
-        raw, producer.active_units, producer.importance_normalization
-    )
-    return graph.compensating_stddev(importance)
-
-
 def _fit_into(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     """Copies the overlap of `old` into `new` (slicing or padding along every axis)."""
     overlap = tuple(slice(0, min(a, b)) for a, b in zip(old.shape, new.shape))
@@ -173,7 +163,7 @@ def _new_value(item):
         region_shape = list(shape)
         region_shape[axis] = shape[axis] - old.shape[axis]
         rng = np.random.default_rng(_random_seed())
-        stddev = compensating_stddev_of(producer)
+        stddev = producer.reader_stddev(float(ops.convert_to_numpy(producer.width_parameter)))
         fresh[tuple(region)] = rng.normal(0.0, stddev, tuple(region_shape)).astype(variable.dtype)
     return _fit_into(old, fresh)
 

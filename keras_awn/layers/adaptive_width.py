@@ -152,16 +152,21 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self._capacity_settled = False
 
     def _initial_reader_stddev(self) -> float:
-        """`sqrt(2 / sum(p ** 2))` for the importance `p` this layer starts with (the paper's
-        initialisation of the layers reading it)."""
-        raw = self.distribution.raw_for_width(self.initial_units, self.quantile)
-        width = float(ops.convert_to_numpy(self.distribution.width(raw, self.quantile)))
-        upper = self.max_units if self.max_units is not None else float("inf")
-        active = min(max(width, self.min_units), upper, self.capacity)
-        importance = ops.convert_to_numpy(
-            self.distribution.importance(raw, self.capacity, active, self.importance_normalization)
-        ).astype("float64")
-        return float((2.0 / (importance**2).sum()) ** 0.5)
+        """The paper's initialisation scale of the layers reading this one, at the start."""
+        return self.reader_stddev(self.distribution.raw_for_width(self.initial_units, self.quantile))
+
+    def reader_stddev(self, width_parameter: float) -> float:
+        """`sqrt(2 / sum(p ** 2))` for this layer's importance `p` at `width_parameter`.
+
+        The paper's initialisation of weights reading importance-scaled units: it keeps their
+        scaled activations at unit variance, as He initialisation does for unscaled inputs.
+        Computed on the host (used at construction and between steps).
+        """
+        active = min(self.desired_units_on_host(width_parameter), self.capacity)
+        importance = self.distribution.importance_on_host(
+            width_parameter, active, self.importance_normalization
+        )
+        return math.sqrt(2.0 / float((importance**2).sum()))
 
     # -- Width and importance, in-graph ----------------------------------------------------------
 
@@ -192,20 +197,26 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         """
         if width_parameter is None:
             width_parameter = self.width_parameter
-        width = self.distribution.width(width_parameter, self.quantile)
-        upper = self.max_units if self.max_units is not None else float("inf")
-        return ops.clip(width, float(self.min_units), upper)
+        return self._bounded_width(width_parameter, self._upper_units())
 
     def active_units_tensor(self):
         """Units that exist in this step: the desired width, capped by the capacity."""
-        width = self.distribution.width(self.width_parameter, self.quantile)
-        upper = min(self.max_units or math.inf, self.capacity)
+        return self._bounded_width(self.width_parameter, min(self._upper_units(), self.capacity))
+
+    def _upper_units(self) -> float:
+        return self.max_units if self.max_units is not None else math.inf
+
+    def _bounded_width(self, width_parameter, upper):
+        """The distribution's width clipped to `[min_units, upper]`, in one op."""
+        width = self.distribution.width(width_parameter, self.quantile)
         return ops.clip(width, float(self.min_units), float(upper))
 
     def unit_mask(self):
         """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
-        index = ops.arange(self.capacity, dtype="float32")
-        return ops.cast(index < self.active_units_tensor(), "float32")
+        return self._mask_for(self.active_units_tensor())
+
+    def _mask_for(self, active_units):
+        return ops.cast(ops.arange(self.capacity, dtype="float32") < active_units, "float32")
 
     def importance(self):
         """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
@@ -218,7 +229,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         backends (torch) every small op costs a dispatch, so the width is not recomputed.
         """
         active = self.active_units_tensor()
-        mask = ops.cast(ops.arange(self.capacity, dtype="float32") < active, "float32")
+        mask = self._mask_for(active)
         importance = self.distribution.importance(
             self._learned_width_parameter(),
             self.capacity,
@@ -233,8 +244,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     def desired_units_on_host(self, width_parameter: float) -> float:
         """`desired_units_tensor(width_parameter)` computed on the host (a Python float)."""
         width = self.distribution.width_on_host(width_parameter, self.quantile)
-        upper = self.max_units if self.max_units is not None else math.inf
-        return min(max(width, float(self.min_units)), upper)
+        return min(max(width, float(self.min_units)), self._upper_units())
 
     @property
     def desired_units(self) -> int:
