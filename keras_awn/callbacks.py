@@ -16,6 +16,15 @@ _MIN_SETTLE_SAVING = 64
 _MAX_WINDOW = 4096
 
 
+def _upper(layer) -> float:
+    return layer.max_units if layer.max_units is not None else math.inf
+
+
+def _bounded(layer, units) -> int:
+    """`units` clamped to what `layer` may hold: `[max(min_units, 1), max_units]`."""
+    return int(min(max(units, layer.min_units, 1), _upper(layer)))
+
+
 def _check_fraction(name, value, low, high):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
         raise ValueError(f"`{name}` must be a number in ({low}, {high}). Received: {name}={value!r}")
@@ -182,17 +191,12 @@ class WidthController(keras.callbacks.Callback):
     def _decide(self, layer, width: int):
         """`(capacity, reason)`: what the policy does with `layer` at `width`."""
         capacity = layer.capacity
-        upper = layer.max_units if layer.max_units is not None else math.inf
-
-        def bounded(units):
-            return int(min(max(units, layer.min_units, 1), upper))
-
         settled = layer._capacity_settled
         grow_at = capacity if settled else self.grow_threshold * capacity
-        grows = (width >= grow_at if settled else width > grow_at) and capacity < upper
+        grows = (width >= grow_at if settled else width > grow_at) and capacity < _upper(layer)
         if grows or width < self.shrink_threshold * capacity:
             reason = "grow" if grows else "shrink"
-            return bounded(math.ceil(self.growth_factor * width)), reason
+            return self._reallocated_capacity(layer, width), reason
         recent = self._recent_widths.get(id(layer), [])
         # A layer that grew out of a settled capacity waits twice as long before settling again,
         # so a slowly drifting width cannot make the policy rebuild over and over.
@@ -204,12 +208,16 @@ class WidthController(keras.callbacks.Callback):
             high = max(window)
             margin = max(2, math.ceil(self.settled_headroom * high))
             if high - min(window) <= margin:
-                target = bounded(high + margin)
+                target = _bounded(layer, high + margin)
                 # Tighten only when it saves a fifth of the capacity and more than a few units:
                 # each change rebuilds the step, and a few masked units cost less than that.
                 if capacity >= 1.25 * target and capacity - target >= _MIN_SETTLE_SAVING:
                     return target, "settle"
         return capacity, None
+
+    def _reallocated_capacity(self, layer, width: int) -> int:
+        """The capacity after growing or shrinking `layer` around `width`."""
+        return _bounded(layer, math.ceil(self.growth_factor * width))
 
     # -- Callback hooks -------------------------------------------------------------------------
 
@@ -298,14 +306,13 @@ class WidthController(keras.callbacks.Callback):
         # grow threshold, rather than rebuilding again for them a few checks later.
         early = (1.0 / self.growth_factor + self.grow_threshold) / 2.0
         for layer, width in widths.items():
-            upper = layer.max_units if layer.max_units is not None else math.inf
             if (
                 layer not in plan
                 and not layer._capacity_settled
                 and width > early * layer.capacity
-                and layer.capacity < upper
+                and layer.capacity < _upper(layer)
             ):
-                plan[layer] = int(min(math.ceil(self.growth_factor * width), upper))
+                plan[layer] = self._reallocated_capacity(layer, width)
                 reasons[layer] = "grow"
         started = time.perf_counter()
         model = self.model  # on JAX this syncs the running state into the variables
