@@ -375,6 +375,20 @@ def _ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def _spiral_share(row):
+    """Reallocation plus recompilation as a share of the spiral run's `fit`."""
+    return (row["reallocation_s"] + row["recompile_s"]) / row["wall_s"]
+
+
+def _grid_comparison(task):
+    """`(adaptive run, best grid run, grid total seconds, within 1 point)` for one task."""
+    adaptive = next(r for r in task["runs"] if r["width"] is None)
+    grid = [r for r in task["runs"] if r["width"] is not None]
+    best = max(grid, key=lambda r: r["test_accuracy"])
+    within = adaptive["test_accuracy"] >= best["test_accuracy"] - 0.01
+    return adaptive, best, sum(r["wall_s"] for r in grid), within
+
+
 def _targets(all_results, backends):
     """The targets of the performance issue, each with what the tables above reached."""
     out = [
@@ -398,7 +412,7 @@ def _targets(all_results, backends):
         default = next(iter(results.get("spiral", [])), None)
         share = "-"
         if default is not None:
-            value = (default["reallocation_s"] + default["recompile_s"]) / default["wall_s"]
+            value = _spiral_share(default)
             share = f"{100 * value:.1f}% ({'met' if value <= 0.05 else 'not met'})"
         memory = {r["variant"]: r for r in results.get("memory", [])}
         mem = "-"
@@ -411,11 +425,8 @@ def _targets(all_results, backends):
             mem = f"{value:.2f} ({'met' if value <= 1.5 else 'not met'})"
         times = []
         for task in results.get("accuracy", []):
-            adaptive = next(r for r in task["runs"] if r["width"] is None)
-            grid = [r for r in task["runs"] if r["width"] is not None]
-            best = max(r["test_accuracy"] for r in grid)
-            ratio = adaptive["wall_s"] / sum(r["wall_s"] for r in grid)
-            within = adaptive["test_accuracy"] >= best - 0.01
+            adaptive, _, total, within = _grid_comparison(task)
+            ratio = adaptive["wall_s"] / total
             met = "met" if ratio <= 0.35 and within else "not met"
             times.append(f"{task['task']}: {ratio:.2f}, {'yes' if within else 'no'} ({met})")
         out.append(f"| {backend} | {step} | {share} | {mem} | {'; '.join(times) or '-'} |")
@@ -476,7 +487,7 @@ def render(all_results):
     ]
     for backend in backends:
         for row in all_results[backend].get("spiral", []):
-            share = (row["reallocation_s"] + row["recompile_s"]) / row["wall_s"]
+            share = _spiral_share(row)
             per_layer = ", ".join(str(v) for v in row["reallocations_per_layer"].values()) or "0"
             shapes = ", ".join(
                 f"{row['final_widths'][k]}/{row['final_capacities'][k]}"
@@ -528,11 +539,7 @@ def render(all_results):
     ]
     for backend in backends:
         for task in all_results[backend].get("accuracy", []):
-            adaptive = next(r for r in task["runs"] if r["width"] is None)
-            grid = [r for r in task["runs"] if r["width"] is not None]
-            best = max(grid, key=lambda r: r["test_accuracy"])
-            total = sum(r["wall_s"] for r in grid)
-            within = adaptive["test_accuracy"] >= best["test_accuracy"] - 0.01
+            adaptive, best, total, within = _grid_comparison(task)
             widths = ", ".join(str(v) for v in adaptive["learned_widths"].values())
             out.append(
                 f"| {backend} | {task['task']} | {best['test_accuracy']:.3f} ({best['width']}) | "
