@@ -6,6 +6,7 @@ TensorFlow, JAX and PyTorch backends.
 
 from keras_awn import callbacks
 from keras_awn import distributions
+from keras_awn import graphs
 from keras_awn import layers
 from keras_awn.models import Model
 from keras_awn.models import Sequential
@@ -20,6 +21,7 @@ __all__ = [
     "Sequential",
     "callbacks",
     "distributions",
+    "graphs",
     "layers",
     "strip",
     "truncate",

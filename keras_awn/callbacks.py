@@ -234,6 +234,15 @@ class WidthController(keras.callbacks.Callback):
                 "it as `callbacks=[keras_awn.callbacks.WidthController(num_examples=N)]`, or "
                 "disable the priors (`weight_prior_scale=None` and `width_prior=None`)."
             )
+        deferred = [l.name for l in self._layers if not l._prior_in_call and l._has_prior()]
+        if deferred and not getattr(model, "adds_deferred_priors", False):
+            warnings.warn(
+                f"The prior of adaptive layers {deferred} (inside a recurrent cell) is added by "
+                "`keras_awn.Model`/`keras_awn.Sequential` in `compute_loss`; this "
+                f"{type(model).__name__} does not, so they train without it. Build the model "
+                "with keras_awn.Model or keras_awn.Sequential.",
+                stacklevel=2,
+            )
         changed = False
         for layer in self._layers:
             layer._width_links.controlled = True

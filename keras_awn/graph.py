@@ -1,37 +1,66 @@
 """Which layers read an adaptive layer's output, and whether they can follow its width.
 
-An adaptive layer's output has `capacity` features, and the layers reading it must follow every
-reallocation. This module finds, for every adaptive layer of a model, its *consumers* (layers
-whose input axis is resized with it) from three sources:
+An adaptive layer's output has `capacity` features (the last axis), and the layers reading it
+must follow every reallocation. This module finds, for every adaptive layer of a model, its
+*consumers* (layers whose variables are indexed by its units and resized with it) from three
+sources:
 
 - the graph of a `Sequential` or functional model (its nodes),
-- blocks that declare their internal links (`AdaptiveMLP.adaptive_links()`),
+- blocks that declare their internal links (`AdaptiveMLP.adaptive_links()`, ...),
 - nothing else: an adaptive layer whose readers cannot be seen (a bare adaptive layer in a
   subclassed model's `call`) is refused with a clear error.
 
-Zero-preserving layers (dropout, activations with f(0) = 0) may sit between an adaptive layer and
-its consumer. Any other reader would break the invariant that masked units are exactly zero, or
-could not be resized, and is refused with an error naming it.
+Consumers are `Dense`, `Conv2D` and adaptive layers (their input axis is resized) and
+`BatchNormalization` (its per-channel parameters and statistics are resized, and its readers
+are consumers too). Zero-preserving layers without weights (dropout, activations with f(0) = 0,
+pooling) may sit in between. Any other reader would break the invariant that masked units are
+exactly zero, or could not be resized, and is refused with an error naming it.
+
+A `BatchNormalization` reading masked channels outputs its `beta` there (training) and
+`beta - gamma * moving_mean / sqrt(moving_variance + epsilon)` (inference). Keeping those
+exactly zero takes a constraint, `UnitMaskConstraint`, which `link` puts on its `gamma` and
+`beta`: the optimizer applies it after every update, inside the compiled step.
 """
 
+import collections
+
 import keras
+from keras import ops
 
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
-# Layers that keep a zero input at zero and have no weights tied to the feature axis.
+# Layers that keep a zero input at zero and have no weights tied to the feature axis. The
+# pooling layers keep the channel axis last (keras_awn refuses channels_first layers).
 PASSTHROUGH_TYPES = (
     keras.layers.Dropout,
     keras.layers.GaussianDropout,
+    keras.layers.SpatialDropout2D,
     keras.layers.Identity,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.ELU,
     keras.layers.Activation,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding2D,
 )
 
 
 class UnsupportedConsumerError(ValueError):
     """A layer reads an adaptive layer's output but cannot follow its width."""
+
+
+Links = collections.namedtuple("Links", ["consumers", "passthrough", "direct_readers"])
+Links.__doc__ = """How an adaptive layer's units reach the rest of the model.
+
+- `consumers`: layers with variables indexed by its units, resized with it.
+- `passthrough`: zero-preserving layers in between (their declared input width follows).
+- `direct_readers`: the consumers that read the importance-scaled units themselves (not through
+  a normalization): they get the paper's compensating initialisation, and `strip` folds the
+  importance into them. Empty for blocks, which fold their internal links themselves.
+"""
 
 
 # Activations with f(0) = 0 keep masked units at zero (checked by name: no tensor is evaluated,
@@ -42,8 +71,12 @@ ZERO_PRESERVING_ACTIVATIONS = {
 }
 
 
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
 def _is_passthrough(layer) -> bool:
-    if not isinstance(layer, PASSTHROUGH_TYPES):
+    if not isinstance(layer, PASSTHROUGH_TYPES) or not _channels_last(layer):
         return False
     if isinstance(layer, keras.layers.Activation):
         name = keras.activations.serialize(layer.activation)
@@ -51,18 +84,35 @@ def _is_passthrough(layer) -> bool:
     return True
 
 
+def is_normalization(layer) -> bool:
+    """A BatchNormalization over the last axis, whose masked channels keras_awn keeps at zero."""
+    return (
+        type(layer) is keras.layers.BatchNormalization
+        and layer.axis in (-1,)
+        and layer.scale
+        and not layer.renorm
+    )
+
+
 def is_consumer_type(layer) -> bool:
     """Layers whose input axis keras_awn knows how to resize."""
     if isinstance(layer, AdaptiveWidthLayer):
-        return True
-    return type(layer) is keras.layers.Dense and not getattr(layer, "lora_enabled", False)
+        return layer.exposes_units
+    if type(layer) is keras.layers.Dense:
+        return not getattr(layer, "lora_enabled", False)
+    if type(layer) is keras.layers.Conv2D:
+        return _channels_last(layer) and layer.groups == 1 and not getattr(layer, "lora_enabled", False)
+    return False
 
 
 def _supported_consumers_text():
     return (
-        "An adaptive layer's output may feed another adaptive layer or a `keras.layers.Dense` "
-        "(through Dropout, Identity or an activation with f(0) = 0), or sit inside an adaptive "
-        "block such as `keras_awn.layers.AdaptiveMLP`"
+        "An adaptive layer's output may feed another adaptive layer, a `keras.layers.Dense` or "
+        "`keras.layers.Conv2D` (channels_last, groups=1), or a "
+        "`keras.layers.BatchNormalization(axis=-1, scale=True, renorm=False)`, through Dropout, "
+        "SpatialDropout2D, Identity, pooling (MaxPooling2D, AveragePooling2D, "
+        "GlobalAveragePooling2D, GlobalMaxPooling2D), ZeroPadding2D or an activation with "
+        "f(0) = 0; or sit inside an adaptive block such as `keras_awn.layers.AdaptiveMLP`"
     )
 
 
@@ -79,10 +129,10 @@ def _graph_links(graph, producer, links):
     """Follows `producer`'s outputs inside `graph`, filling `links` {producer: (consumers, passthrough)}."""
     nodes = {id(node) for depth in graph._nodes_by_depth.values() for node in depth}
     output_operations = {id(t._keras_history[0]) for t in graph.outputs}
-    consumers, passthrough = [], []
-    frontier = [producer]
+    consumers, passthrough, direct_readers = [], [], []
+    frontier = [(producer, True)]  # (layer, whether its output still carries the importance)
     while frontier:
-        layer = frontier.pop()
+        layer, direct = frontier.pop()
         if id(layer) in output_operations:
             raise UnsupportedConsumerError(
                 f"The output of adaptive layer '{producer.name}' is an output of model "
@@ -101,10 +151,19 @@ def _graph_links(graph, producer, links):
                 )
             if _is_passthrough(reader):
                 passthrough.append(reader)
-                frontier.append(reader)
+                frontier.append((reader, direct))
+            elif is_normalization(reader):
+                # Resized with the producer, and its readers still see the producer's units.
+                if reader not in consumers:
+                    consumers.append(reader)
+                    if direct:
+                        direct_readers.append(reader)
+                frontier.append((reader, False))
             elif is_consumer_type(reader):
                 if reader not in consumers:
                     consumers.append(reader)
+                    if direct:
+                        direct_readers.append(reader)
             else:
                 raise UnsupportedConsumerError(
                     f"Layer '{reader.name}' ({type(reader).__name__}) reads the output of "
@@ -112,12 +171,12 @@ def _graph_links(graph, producer, links):
                     "break the zero mask of inactive units or cannot be resized. "
                     f"{_supported_consumers_text()}."
                 )
-    if not consumers:
+    if not any(not is_normalization(c) for c in consumers):
         raise UnsupportedConsumerError(
             f"Adaptive layer '{producer.name}' has no layer reading its output in model "
             f"'{graph.name}'. {_supported_consumers_text()}."
         )
-    links[producer] = (consumers, passthrough)
+    links[producer] = Links(consumers, passthrough, direct_readers)
 
 
 def walk(root):
@@ -135,25 +194,28 @@ def walk(root):
 
 
 def find_links(model) -> dict:
-    """Maps every adaptive layer of `model` to `(consumers, passthrough_layers)`.
+    """Maps every adaptive layer of `model` to its `Links`.
 
     Raises:
         UnsupportedConsumerError: a reader cannot follow the width, or an adaptive layer's readers
             cannot be determined.
     """
     links = {}
-    for layer in walk(model):
+    layers = walk(model)
+    # Blocks first: their adaptive layers' readers are internal, whatever graph holds the block.
+    for layer in layers:
         block_links = getattr(layer, "adaptive_links", None)
         if callable(block_links):
             for producer, consumers in block_links():
-                links[producer] = (list(consumers), [])
+                links[producer] = Links(list(consumers), [], [])
+    for layer in layers:
         graph = functional_graph(layer)
         if graph is None:
             continue
         for operation in graph._operations:
             if isinstance(operation, AdaptiveWidthLayer) and operation not in links:
                 _graph_links(graph, operation, links)
-    for layer in walk(model):
+    for layer in layers:
         if isinstance(layer, AdaptiveWidthLayer) and layer not in links:
             raise UnsupportedConsumerError(
                 f"keras_awn cannot see which layers read adaptive layer '{layer.name}' (it is "
@@ -168,19 +230,37 @@ def reader_input_variables(reader) -> list:
     """`[(variable, axis)]`: the variables of `reader` indexed by the units it reads."""
     if isinstance(reader, AdaptiveWidthLayer):
         return reader.input_unit_variables()
-    return [(reader.kernel, 0)]  # keras.layers.Dense
+    if is_normalization(reader):
+        names = ("gamma", "beta", "moving_mean", "moving_variance")
+        return [(getattr(reader, n), 0) for n in names if getattr(reader, n, None) is not None]
+    return [(reader.kernel, len(reader.kernel.shape) - 2)]  # Dense (axis 0), Conv2D (axis 2)
+
+
+def receptive_field(reader) -> int:
+    """The number of input positions each output of `reader` reads per input unit (1 for Dense,
+    `kernel_height * kernel_width` for a 2D convolution)."""
+    kernel_size = getattr(reader, "kernel_size", None)
+    if kernel_size is None:
+        return 1
+    size = 1
+    for extent in kernel_size:
+        size *= int(extent)
+    return size
 
 
 def compensate(producer, reader) -> None:
-    """Gives `reader` the paper's initialisation for reading `producer`: `N(0, 2 / sum(p ** 2))`.
+    """Gives `reader` the paper's initialisation for reading `producer`: `N(0, 2 / sum(p ** 2))`
+    (divided by the receptive field for a convolution, as He initialisation does).
 
     An unbuilt reader gets it as its `kernel_initializer` (safe inside a traced build); a built
     one, not yet compensated, has its kernel redrawn (model constructors only: eager, fresh
-    weights).
+    weights). Normalization layers are left alone: they undo the scaling themselves.
     """
+    if is_normalization(reader):
+        return
     if getattr(reader, "_keras_awn_compensated_for", None) == producer.name:
         return  # never redraw a kernel that may have been trained since
-    stddev = producer.initial_reader_stddev
+    stddev = producer.initial_reader_stddev / receptive_field(reader) ** 0.5
     if reader.built:
         kernel = reader_input_variables(reader)[0][0]
         kernel.assign(keras.random.normal(kernel.shape, stddev=stddev, dtype=kernel.dtype))
@@ -199,7 +279,7 @@ def sequence_pairs(layers) -> list:
         for reader in layers[index + 1 :]:
             if _is_passthrough(reader):
                 continue
-            if is_consumer_type(reader):
+            if is_consumer_type(reader) or is_normalization(reader):
                 pairs.append((layer, reader))
             break
     return pairs
@@ -212,13 +292,62 @@ def link(model) -> dict:
         The links, as `find_links` returns them.
     """
     links = find_links(model)
-    for producer, (consumers, passthrough) in links.items():
-        for consumer in consumers:
+    for producer, producer_links in links.items():
+        for consumer in producer_links.consumers:
             if isinstance(consumer, AdaptiveWidthLayer):
                 consumer._width_links.producer = producer
-        producer._width_links.consumers = list(consumers)
-        producer._width_links.passthrough = list(passthrough)
+            elif is_normalization(consumer):
+                _mask_normalization(consumer, producer)
+        producer._width_links.consumers = list(producer_links.consumers)
+        producer._width_links.passthrough = list(producer_links.passthrough)
     return links
+
+
+class _ProducerHolder:
+    """Refers to an adaptive layer without Keras tracking it."""
+
+    def __init__(self, layer=None):
+        self.layer = layer
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class UnitMaskConstraint(keras.constraints.Constraint):
+    """Zeroes the entries of a per-channel variable beyond an adaptive layer's width.
+
+    Put by `link` on the `gamma` and `beta` of a `BatchNormalization` reading an adaptive layer,
+    so that its masked channels output exactly zero in training and inference. It lives on the
+    variables only (not in the layer's config), so saved and stripped models stay plain Keras.
+
+    Args:
+        wrapped: a constraint already on the variable, applied first.
+    """
+
+    def __init__(self, wrapped=None):
+        self.wrapped = keras.constraints.get(wrapped)
+        self._producer = _ProducerHolder()
+
+    def __call__(self, w):
+        if self.wrapped is not None:
+            w = self.wrapped(w)
+        producer = self._producer.layer
+        if producer is None or not producer.built:
+            return w
+        return w * ops.cast(producer.unit_mask(), w.dtype)
+
+    def get_config(self):
+        return {"wrapped": keras.constraints.serialize(self.wrapped)}
+
+
+def _mask_normalization(layer, producer) -> None:
+    for name in ("gamma", "beta"):
+        variable = getattr(layer, name, None)
+        if variable is None:
+            continue
+        constraint = variable.constraint
+        if not isinstance(constraint, UnitMaskConstraint):
+            constraint = UnitMaskConstraint(wrapped=constraint)
+            variable.constraint = constraint
+        constraint._producer.layer = producer
 
 
 def adaptive_layers(model) -> list:

@@ -50,11 +50,15 @@ def infer_num_examples(x, validation_split=0.0):
     """The number of training examples in `fit`'s `x`, or None where it cannot be known.
 
     Arrays (numpy, backend tensors, pandas) and nested structures of them give their first
-    dimension; loaders with a sized `dataset` (torch `DataLoader`) give `len(dataset)`. Datasets
-    and generators give None. `validation_split` is taken out as Keras does.
+    dimension; loaders with a sized `dataset` (torch `DataLoader`) give `len(dataset)`; objects
+    with an integer `num_examples` attribute (`keras_awn.graphs.GraphBatches`) give it. Other
+    datasets and generators give None. `validation_split` is taken out as Keras does.
     """
     if x is None:
         return None
+    declared = getattr(x, "num_examples", None)  # e.g. keras_awn.graphs.GraphBatches
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
     leaves = keras.tree.flatten(x)
     if not leaves:
         return None
@@ -89,13 +93,17 @@ def _portable_compile_config(config):
 class _AdaptiveTrainingMixin:
     """What `keras_awn.Model` and `keras_awn.Sequential` add to their Keras parents."""
 
+    # `compute_loss` adds the prior of layers that cannot add it in `call` (recurrent cells).
+    adds_deferred_priors = True
+
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
-        trackers = [
-            (WidthMetric(name=f"{layer.name}_width"), layer)
-            for layer in graph.adaptive_layers(self)
-        ]
+        layers = graph.adaptive_layers(self)
+        trackers = [(WidthMetric(name=f"{layer.name}_width"), layer) for layer in layers]
         object.__setattr__(self, "_width_metrics", _NotTracked(trackers))
+        # Found once: on torch `compute_loss` runs eagerly at every step.
+        deferred = [layer for layer in layers if not layer._prior_in_call]
+        object.__setattr__(self, "_deferred_prior_layers", _NotTracked(deferred))
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -129,6 +137,12 @@ class _AdaptiveTrainingMixin:
             for metric, layer in holder.items:
                 if layer.built:
                     metric.update_state(layer.active_units_tensor())
+        # Layers called inside a loop (recurrent cells) leave their prior to the model.
+        deferred = getattr(self, "_deferred_prior_layers", None)
+        for layer in deferred.items if deferred is not None else []:
+            prior = layer.scaled_prior_loss() if layer.built else None
+            if prior is not None:
+                loss = loss + ops.cast(prior, loss.dtype)
         return loss
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -195,8 +209,8 @@ class FunctionalModel(Model, Functional):
         # the backend's trainer first, then the graph.
         keras_model_module.Trainer.__init__(self)
         Functional.__init__(self, inputs, outputs, name=name, **kwargs)
-        for producer, (readers, _) in graph.link(self).items():
-            for reader in readers:
+        for producer, links in graph.link(self).items():
+            for reader in links.direct_readers:
                 graph.compensate(producer, reader)
 
 

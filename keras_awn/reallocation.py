@@ -29,6 +29,7 @@ import numpy as np
 from keras import ops
 
 from keras_awn import graph
+from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
 
 def _random_seed() -> int:
@@ -121,50 +122,76 @@ class _Resize:
         self.variable = variable
         self.layer = layer
         self.shape = list(variable.shape)
-        self.roles = {}  # axis -> ("output" | "input", the adaptive layer being resized)
+        # axis -> ("output" | "input", the adaptive layer being resized, read directly?)
+        self.roles = {}
 
 
 def _plan(new_capacities, links):
     """The variables touched by the new capacities (an adaptive reader may be touched twice)."""
     plan = {}
 
-    def resize(variable, layer, axis, capacity, role, producer):
+    def resize(variable, layer, axis, capacity, role, producer, direct=False):
         item = plan.setdefault(id(variable), _Resize(variable, layer))
         item.shape[axis] = capacity
-        item.roles[axis] = (role, producer)
+        item.roles[axis] = (role, producer, direct)
 
     for producer, capacity in new_capacities.items():
         for variable, axis in producer.output_unit_variables():
             resize(variable, producer, axis, capacity, "output", producer)
-        readers, _ = links[producer]
-        for reader in readers:
+        producer_links = links[producer]
+        direct_readers = {id(reader) for reader in producer_links.direct_readers}
+        for reader in producer_links.consumers:
             for variable, axis in graph.reader_input_variables(reader):
-                resize(variable, reader, axis, capacity, "input", producer)
+                direct = id(reader) in direct_readers
+                resize(variable, reader, axis, capacity, "input", producer, direct)
     return list(plan.values())
+
+
+def _new_input_entries(item, producer, direct, shape):
+    """Values of a reader's entries for the producer's new units (shape `shape`)."""
+    variable, reader = item.variable, item.layer
+    if graph.is_normalization(reader):
+        # New channels are masked: gamma and beta stay zero there (see graph.UnitMaskConstraint),
+        # the statistics start as the layer's initializers set them.
+        initializers = {
+            "moving_mean": reader.moving_mean_initializer,
+            "moving_variance": reader.moving_variance_initializer,
+        }
+        initializer = initializers.get(variable.name, keras.initializers.Zeros())
+        return _draw(initializer, shape, variable.dtype)
+    if direct:
+        # Rows reading the producer's new units: the paper's compensating initialisation.
+        rng = np.random.default_rng(_random_seed())
+        width_parameter = float(ops.convert_to_numpy(producer.width_parameter))
+        stddev = producer.reader_stddev(width_parameter) / graph.receptive_field(reader) ** 0.5
+        return rng.normal(0.0, stddev, shape).astype(variable.dtype)
+    # Behind a normalization the reader sees unit-scale inputs: its own initializer.
+    if isinstance(reader, AdaptiveWidthLayer):
+        initializer = reader.initializer_for(variable)
+    else:
+        initializer = reader.kernel_initializer
+    return _draw(initializer, shape, variable.dtype)
 
 
 def _new_value(item):
     """The resized value: the old entries where they survive, fresh draws elsewhere."""
     variable, layer, shape, roles = item.variable, item.layer, tuple(item.shape), item.roles
     old = ops.convert_to_numpy(variable).astype(variable.dtype)
-    output_axes = [axis for axis, (role, _) in roles.items() if role == "output"]
+    output_axes = [axis for axis, (role, _, _) in roles.items() if role == "output"]
     if output_axes:
         # The layer's own new units: drawn as its initializer would draw them at this shape.
         initializer = layer.initializer_for(variable)
         fresh = _draw(initializer, shape, variable.dtype)
     else:
         fresh = np.zeros(shape, variable.dtype)
-    for axis, (role, producer) in roles.items():
+    for axis, (role, producer, direct) in roles.items():
         if role != "input" or shape[axis] <= old.shape[axis]:
             continue
-        # Rows reading the producer's new units: the paper's compensating initialisation.
         region = [slice(None)] * len(shape)
         region[axis] = slice(old.shape[axis], shape[axis])
         region_shape = list(shape)
         region_shape[axis] = shape[axis] - old.shape[axis]
-        rng = np.random.default_rng(_random_seed())
-        stddev = producer.reader_stddev(float(ops.convert_to_numpy(producer.width_parameter)))
-        fresh[tuple(region)] = rng.normal(0.0, stddev, tuple(region_shape)).astype(variable.dtype)
+        fresh[tuple(region)] = _new_input_entries(item, producer, direct, tuple(region_shape))
     return _fit_into(old, fresh)
 
 
@@ -279,8 +306,7 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
         _swap_in_place(layer, old, new)
     for producer, capacity in new_capacities.items():
         producer.capacity = capacity
-        consumers, passthrough = links[producer]
-        for reader in list(consumers) + list(passthrough):
+        for reader in list(links[producer].consumers) + list(links[producer].passthrough):
             _update_input_metadata(reader, capacity)
     if keras.backend.backend() == "torch":
         for layer in model._flatten_layers(include_self=True):

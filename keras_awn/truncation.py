@@ -4,21 +4,21 @@
 - `truncate(model, fraction=..., widths=...)`: a copy keeping each layer's most important units
   (units are ordered by importance, so these are the first ones); the importance is renormalised
   over the kept units. `fraction=0` changes no prediction.
-- `strip(model)`: a copy made of plain Keras layers only (`Dense` instead of `AdaptiveDense`,
-  the importance folded into the next layer's kernel), which loads without keras_awn.
+- `strip(model)`: a copy made of plain Keras layers (`Dense` instead of `AdaptiveDense`, ...,
+  the importance folded into the next layer), which loads without keras_awn.
 """
 
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_awn import graph
 from keras_awn import reallocation
-from keras_awn.layers.adaptive_dense import AdaptiveDense
-from keras_awn.layers.adaptive_mlp import AdaptiveMLP
+from keras_awn.layers.adaptive_recurrent import is_adaptive_rnn
+from keras_awn.layers.adaptive_recurrent import plain_recurrent_layer
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
+from keras_awn.layers.adaptive_width import fold_importance
 
 
 def widths(model) -> dict:
@@ -125,39 +125,19 @@ def truncate(model, fraction: float | None = None, widths: dict | None = None):
 # -- strip -------------------------------------------------------------------------------------
 
 
-def _dense_like(layer: AdaptiveDense):
-    return keras.layers.Dense(
-        layer.capacity,
-        activation=layer.activation,
-        use_bias=layer.use_bias,
-        dtype=layer.dtype_policy,
-        name=layer.name,
-        trainable=layer.trainable,
-    )
-
-
 def _plain_replacement(layer):
-    """A plain Keras layer computing what `layer` computes once importances are folded, or None."""
-    if isinstance(layer, AdaptiveDense):
-        return _dense_like(layer)
-    if isinstance(layer, AdaptiveMLP):
-        return keras.Sequential(
-            [_dense_like(hidden) for hidden in layer.hidden]
-            + [
-                keras.layers.Dense(
-                    layer.output_units,
-                    activation=layer.output_layer.activation,
-                    use_bias=layer.output_layer.use_bias,
-                    dtype=layer.dtype_policy,
-                    name=layer.output_layer.name,
-                )
-            ],
-            name=layer.name,
-        )
+    """A plain layer computing what `layer` computes once importances are folded, or None when
+    `layer` holds nothing adaptive. Adaptive layers and blocks say what replaces them
+    (`plain_layer()`, filled by `assign_plain_weights(plain)`)."""
+    if callable(getattr(layer, "plain_layer", None)):
+        return layer.plain_layer()
+    if is_adaptive_rnn(layer):  # a plain keras.layers.RNN over an adaptive cell
+        return plain_recurrent_layer(layer)
     if isinstance(layer, AdaptiveWidthLayer):
         raise ValueError(
             f"`strip` does not know how to replace layer '{layer.name}' "
-            f"({type(layer).__name__}) with plain Keras layers."
+            f"({type(layer).__name__}) with plain Keras layers: define `plain_layer()` and "
+            "`assign_plain_weights(plain)` on it."
         )
     return None
 
@@ -171,11 +151,10 @@ def _plain_config(model):
         layer = by_name.get(name)
         replacement = _plain_replacement(layer) if layer is not None else None
         if replacement is None:
-            registered = entry.get("registered_name") or ""
-            if registered.startswith("keras_awn>"):
+            if layer is not None and graph.adaptive_layers(layer):
                 raise ValueError(
-                    f"`strip` cannot replace layer '{name}' ({entry['class_name']}) with plain "
-                    "Keras layers."
+                    f"`strip` cannot replace layer '{name}' ({entry['class_name']}), which holds "
+                    "adaptive layers, with plain layers."
                 )
             continue
         serialized = keras.saving.serialize_keras_object(replacement)
@@ -185,33 +164,18 @@ def _plain_config(model):
     return config
 
 
-def _own_variables(layer):
-    # `layer.weights` of a container includes its sublayers' weights; only its own are wanted.
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
-
-
-def _folded_weights(model):
-    """{layer name: {variable name: array}} with each importance folded into its readers."""
-    arrays = {}
-    for layer in model._flatten_layers(include_self=False):
-        if layer.built:
-            arrays[layer.name] = {v.name: ops.convert_to_numpy(v) for v in _own_variables(layer)}
-    for producer, (consumers, _) in graph.find_links(model).items():
-        importance = ops.convert_to_numpy(producer.importance())
-        for consumer in consumers:
-            kernel = arrays[consumer.name]["kernel"]
-            arrays[consumer.name]["kernel"] = (kernel * importance[:, None]).astype(kernel.dtype)
-    return arrays
-
-
 def strip(model):
-    """Returns a model of plain Keras layers that computes what `model` computes.
+    """Returns a model of plain layers that computes what `model` computes.
 
-    Every `AdaptiveDense` becomes a `keras.layers.Dense` with its active units, every
-    `AdaptiveMLP` a `keras.Sequential` of `Dense` layers, and each layer's importance vector is
-    folded into the kernel rows of the layer reading it (`W_next[:k] * p[:k, None]`). The result
-    is a `keras.Sequential` or functional `keras.Model`; its `.keras` file loads in a process that
-    never imports keras_awn. It is not compiled.
+    Every adaptive layer becomes its plain counterpart with its active units (`AdaptiveDense` a
+    `Dense`, `AdaptiveConv2D` a `Conv2D`, `AdaptiveMultiHeadAttention` a `MultiHeadAttention`
+    with its active heads, `AdaptiveMLP`/`AdaptiveFeedForward` a `Sequential` of `Dense`
+    layers, ...), and each importance vector is folded into the layer reading it
+    (`W_next[:k] * p[:k, None]`; a `BatchNormalization` reader takes it in `gamma` and its moving
+    mean). The result is a `keras.Sequential` or functional `keras.Model`; when it holds only
+    Keras layers its `.keras` file loads in a process that never imports keras_awn (the
+    recurrent and graph layers have no Keras counterpart and become keras_awn's fixed-width
+    `MLPRNNCell` and `GINConv`). It is not compiled.
 
     Example:
 
@@ -226,11 +190,18 @@ def strip(model):
         plain = keras.Sequential.from_config(config)
     else:
         plain = keras.Model.from_config(config)
-    arrays = _folded_weights(truncated)
-    for layer in plain._flatten_layers(include_self=False):
-        source = arrays.get(layer.name)
-        if source is None:
-            continue
-        for variable in _own_variables(layer):
-            variable.assign(source[variable.name])
+    plain_layers = {layer.name: layer for layer in plain.layers}
+    for layer in truncated.layers:
+        target = plain_layers[layer.name]
+        if callable(getattr(layer, "plain_layer", None)):
+            layer.assign_plain_weights(target)
+        elif is_adaptive_rnn(layer):
+            layer.cell.assign_plain_weights(target.cell)
+        else:
+            target.set_weights(layer.get_weights())
+    # Importances of adaptive layers go into the layers reading them (blocks fold their own).
+    for producer, links in graph.find_links(truncated).items():
+        importance = ops.convert_to_numpy(producer.importance())
+        for reader in links.direct_readers:
+            fold_importance(plain_layers[reader.name], importance)
     return plain

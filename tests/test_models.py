@@ -197,7 +197,11 @@ def functional_with(reader_factory):
     [
         (lambda: keras.layers.LayerNormalization(name="norm_reader"), "norm_reader"),
         (lambda: keras.layers.Activation("sigmoid", name="sigmoid_reader"), "sigmoid_reader"),
-        (lambda: keras.layers.BatchNormalization(name="batch_norm_reader"), "batch_norm_reader"),
+        # Without `gamma` the masked channels' statistics cannot be kept from leaking.
+        (
+            lambda: keras.layers.BatchNormalization(scale=False, name="unscaled_norm"),
+            "unscaled_norm",
+        ),
     ],
 )
 def test_unsupported_readers_are_refused_naming_them(reader, name):

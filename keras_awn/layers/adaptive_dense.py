@@ -132,6 +132,22 @@ class AdaptiveDense(AdaptiveWidthLayer):
     def initializer_for(self, variable):
         return self.kernel_initializer if variable is self.kernel else self.bias_initializer
 
+    def plain_layer(self):
+        """The `keras.layers.Dense` computing this layer's output before its importance."""
+        return keras.layers.Dense(
+            self.capacity,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            dtype=self.dtype_policy,
+            name=self.name,
+            trainable=self.trainable,
+        )
+
+    def assign_plain_weights(self, plain):
+        plain.kernel.assign(ops.convert_to_numpy(self.kernel))
+        if self.use_bias:
+            plain.bias.assign(ops.convert_to_numpy(self.bias))
+
     def get_build_config(self):
         # The input width follows the feeding layer's reallocations; report the current one.
         if not self.built:

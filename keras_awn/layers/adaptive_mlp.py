@@ -1,10 +1,12 @@
 """`AdaptiveMLP`: a multi-layer perceptron block whose hidden widths are learned."""
 
 import keras
+from keras import ops
 
 from keras_awn import distributions
 from keras_awn import graph
 from keras_awn.layers.adaptive_dense import AdaptiveDense
+from keras_awn.layers.adaptive_width import fold_importance
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -23,6 +25,8 @@ class AdaptiveMLP(keras.layers.Layer):
             Defaults to 16.
         activation: activation of the hidden layers. Defaults to `"relu"`.
         output_activation: activation of the output layer. Defaults to None.
+        dropout: float in [0, 1), the dropout rate applied to each hidden layer's output during
+            training. Defaults to 0.
         quantile, distribution, min_units, max_units, importance_normalization,
         weight_prior_scale, width_prior: passed to every hidden `AdaptiveDense`.
         hidden_layer_configs: serialized hidden layers, used when a saved block is loaded
@@ -54,6 +58,7 @@ class AdaptiveMLP(keras.layers.Layer):
         initial_units=16,
         activation="relu",
         output_activation=None,
+        dropout: float = 0.0,
         quantile: float = 0.9,
         distribution="exponential",
         min_units: int = 1,
@@ -74,7 +79,10 @@ class AdaptiveMLP(keras.layers.Layer):
                     f"({hidden_layers}). Received: initial_units={initial_units!r}"
                 )
             initial_units = list(initial_units)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
         super().__init__(**kwargs)
+        self.dropout = float(dropout)
         self.output_units = output_units
         self.hidden_layers = hidden_layers
         self.initial_units = initial_units
@@ -111,6 +119,8 @@ class AdaptiveMLP(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=f"{self.name}_output",
         )
+        # Dropout keeps masked units at zero; one layer serves every hidden output.
+        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
         readers = self.hidden[1:] + [self.output_layer]
         for producer, reader in zip(self.hidden, readers):
             graph.compensate(producer, reader)
@@ -134,10 +144,40 @@ class AdaptiveMLP(keras.layers.Layer):
         x = inputs
         for layer in self.hidden:
             x = layer(x, training=training)
+            if self.dropout_layer is not None:
+                x = self.dropout_layer(x, training=training)
         return self.output_layer(x)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_units,)
+
+    def plain_layer(self):
+        """A `keras.Sequential` of `Dense` (and `Dropout`) layers computing what the block does."""
+        layers = []
+        for hidden in self.hidden:
+            layers.append(hidden.plain_layer())
+            if self.dropout:
+                layers.append(keras.layers.Dropout(self.dropout, name=f"{hidden.name}_dropout"))
+        output = self.output_layer
+        layers.append(
+            keras.layers.Dense(
+                output.units,
+                activation=output.activation,
+                use_bias=output.use_bias,
+                dtype=self.dtype_policy,
+                name=output.name,
+            )
+        )
+        return keras.Sequential(layers, name=self.name)
+
+    def assign_plain_weights(self, plain):
+        dense = [layer for layer in plain.layers if isinstance(layer, keras.layers.Dense)]
+        for hidden, target in zip(self.hidden, dense):
+            hidden.assign_plain_weights(target)
+        dense[-1].set_weights(self.output_layer.get_weights())
+        # Each hidden layer's importance goes into the kernel of the layer reading it.
+        for hidden, reader in zip(self.hidden, dense[1:]):
+            fold_importance(reader, ops.convert_to_numpy(hidden.importance()))
 
     @staticmethod
     def _hidden_config(layer):
@@ -155,6 +195,7 @@ class AdaptiveMLP(keras.layers.Layer):
                 "initial_units": self.initial_units,
                 "activation": keras.activations.serialize(self.activation),
                 "output_activation": keras.activations.serialize(self.output_activation),
+                "dropout": self.dropout,
                 **self.adaptive_arguments,
                 "distribution": distributions.serialize(
                     distributions.get(self.adaptive_arguments["distribution"])

@@ -11,6 +11,7 @@ import math
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_awn import distributions as distributions_module
@@ -63,7 +64,12 @@ def validate_width_prior(width_prior):
 
 
 class AdaptiveWidthLayer(keras.layers.Layer):
-    """Base class of layers whose number of output units is learned during `fit`.
+    """Base class of layers whose number of units is learned during `fit`.
+
+    A subclass either exposes its units on the last axis of its output (`exposes_units = True`,
+    `AdaptiveDense`, `AdaptiveConv2D`: the layers reading it follow its width), or keeps them
+    inside (`exposes_units = False`, `AdaptiveMultiHeadAttention`: its heads feed its own output
+    projection, and its output size is fixed).
 
     Args:
         initial_units: int >= 1, the width the layer starts with.
@@ -86,6 +92,9 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             on the width parameter centred where the width equals `mean_units`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
     """
+
+    # Whether the units are the last axis of the output (see the class docstring).
+    exposes_units = True
 
     def __init__(
         self,
@@ -150,6 +159,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self._width_frozen = False
         # Set by WidthController when it tightened the capacity around a settled width.
         self._capacity_settled = False
+        # False for layers called inside a loop (a recurrent cell): a loss added there would be
+        # added once per time step, or leak from the loop's trace. `keras_awn.Model` adds the
+        # prior of such layers once per step, in `compute_loss`.
+        self._prior_in_call = True
 
     def _initial_reader_stddev(self) -> float:
         """The paper's initialisation scale of the layers reading this one, at the start."""
@@ -344,8 +357,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 "`callbacks=[keras_awn.callbacks.WidthController()]` to `fit`.",
                 stacklevel=3,
             )
-        if self._num_examples is not None and self._has_prior():
+        if self._prior_in_call and self._num_examples is not None and self._has_prior():
             self.add_loss(self.prior_loss(unit_mask) * (1.0 / self._num_examples))
+
+    def scaled_prior_loss(self):
+        """The prior scaled by 1/N, or None while N is unknown or the layer has no prior."""
+        if self._num_examples is None or not self._has_prior():
+            return None
+        return self.prior_loss() * (1.0 / self._num_examples)
 
     # -- Serialization -------------------------------------------------------------------------
 
@@ -366,3 +385,26 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+def fold_importance(reader, importance) -> None:
+    """Folds a producer's `importance` (numpy, one value per unit) into a plain Keras `reader`
+    of its units, so that the reader computes from the unscaled units what it computed from
+    the scaled ones (`strip`). `reader` is built, with as many input units as `importance`.
+
+    - `Dense`, `Conv2D`: the kernel's input axis is multiplied, `W[..., i, :] * p[i]`.
+    - `BatchNormalization` (inference): `gamma * p` and `moving_mean / p`, since
+      `(p x - m) / s = p (x - m / p) / s`.
+    """
+    importance = np.asarray(importance, dtype="float64")
+    if isinstance(reader, keras.layers.BatchNormalization):
+        gamma = ops.convert_to_numpy(reader.gamma).astype("float64")
+        mean = ops.convert_to_numpy(reader.moving_mean).astype("float64")
+        reader.gamma.assign((gamma * importance).astype(reader.gamma.dtype))
+        reader.moving_mean.assign((mean / importance).astype(reader.moving_mean.dtype))
+        return
+    kernel = ops.convert_to_numpy(reader.kernel)
+    shape = [1] * kernel.ndim
+    shape[-2] = -1  # the input axis: 0 for Dense, 2 for Conv2D
+    folded = kernel.astype("float64") * importance.reshape(shape)
+    reader.kernel.assign(folded.astype(kernel.dtype))

@@ -1,0 +1,239 @@
+"""`AdaptiveConv2D`: a 2D convolution whose number of filters is learned."""
+
+import keras
+from keras import ops
+
+from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
+
+
+def _pair(name, value):
+    """`value` as a tuple of two positive ints (Keras accepts an int or a pair)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a tuple of 2 positive ints. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(value)
+
+
+def _output_length(length, kernel, stride, dilation, padding):
+    if length is None:
+        return None
+    if padding == "same":
+        return (length + stride - 1) // stride
+    return (length - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@keras.saving.register_keras_serializable(package="keras_awn")
+class AdaptiveConv2D(AdaptiveWidthLayer):
+    """2D convolution whose number of filters (output channels) is learned during `fit`.
+
+    Computes `activation(conv2d(inputs, kernel) + bias) * importance`, with one importance per
+    filter (decreasing with the filter's index, zero beyond the layer's current width). The
+    kernel has `capacity` filters; `keras_awn.callbacks.WidthController` reallocates them between
+    steps. The paper kept convolution channels fixed; here they are learned like dense units.
+
+    The output may feed `Conv2D`/`AdaptiveConv2D` (their input channels follow the width),
+    `BatchNormalization` (its per-channel parameters and statistics follow it), pooling layers,
+    and `GlobalAveragePooling2D`/`GlobalMaxPooling2D` followed by `Dense`. A `BatchNormalization`
+    normalizes each channel, undoing the importance scaling: behind one, the width learns only
+    from its prior. Put the adaptive convolution where its output reaches a convolution or a
+    pooling first (see docs/layers.md).
+
+    Args:
+        initial_filters: int >= 1, the number of filters the layer starts with.
+        kernel_size: int or tuple of 2 ints, the height and width of the convolution window.
+        strides: int or tuple of 2 ints. Defaults to 1.
+        padding: `"valid"` (default) or `"same"`.
+        dilation_rate: int or tuple of 2 ints. Defaults to 1.
+        activation: activation applied before the importance scaling. Defaults to None.
+        use_bias: whether the layer uses a bias vector. Defaults to True.
+        kernel_initializer: initializer of the kernel. Defaults to `"he_normal"` (readers of
+            another adaptive layer get the paper's compensating initialisation instead, as for
+            `AdaptiveDense`).
+        bias_initializer: initializer of the bias. Defaults to `"zeros"`.
+        data_format: only `"channels_last"` (or None with that image data format) is supported.
+        **kwargs: the adaptive-width arguments of `keras_awn.layers.AdaptiveWidthLayer`
+            (`quantile`, `distribution`, `min_units`, `max_units`, `capacity`,
+            `importance_normalization`, `weight_prior_scale`, `width_prior`; here they count
+            filters) and base layer arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        4D tensor `(batch_size, height, width, channels)`.
+
+    Output shape:
+        4D tensor `(batch_size, new_height, new_width, capacity)`; channels from the current
+        width on are exactly zero.
+
+    Example:
+
+    ```python
+    model = keras_awn.Sequential([
+        keras.Input((8, 8, 1)),
+        keras_awn.layers.AdaptiveConv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras_awn.layers.AdaptiveConv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, labels, epochs=10)
+    keras_awn.widths(model)  # {"adaptive_conv2d": ..., "adaptive_conv2d_1": ...}
+    ```
+
+    References:
+        - [Errica et al., 2025](https://arxiv.org/abs/2501.15889), "Adaptive Width Neural
+          Networks", ICLR 2026.
+    """
+
+    def __init__(
+        self,
+        initial_filters: int,
+        kernel_size,
+        strides=1,
+        padding: str = "valid",
+        dilation_rate=1,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="he_normal",
+        bias_initializer="zeros",
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        # Saved configs name the filters like every adaptive layer does.
+        initial_filters = kwargs.pop("initial_units", initial_filters)
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        self.dilation_rate = _pair("dilation_rate", dilation_rate)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(
+                f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}"
+            )
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        if data_format != "channels_last":
+            raise ValueError(
+                "AdaptiveConv2D supports only channels_last inputs (its filters are the last "
+                f"axis that readers follow). Received: data_format={data_format!r}"
+            )
+        super().__init__(initial_filters, **kwargs)
+        self.padding = padding.lower()
+        self.data_format = data_format
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    @property
+    def initial_filters(self) -> int:
+        return self.initial_units
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"'{self.name}' expects 4D inputs (batch, height, width, channels) with a known "
+                f"number of channels. Received: input_shape={input_shape}"
+            )
+        input_channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (input_channels, self.capacity),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.capacity,), initializer=self.bias_initializer
+            )
+        self._build_width_parameter()
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: input_channels})
+
+    def call(self, inputs, training=None):
+        outputs = ops.conv(
+            inputs,
+            self.kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+        if self.bias is not None:
+            outputs = ops.add(outputs, self.bias)
+        outputs = self.activation(outputs)
+        # Importance after the activation: masked filters output exactly 0.
+        importance, unit_mask = self.importance_and_mask()
+        outputs = outputs * ops.cast(importance, outputs.dtype)
+        self._add_prior_loss(training, unit_mask)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        spatial = [
+            _output_length(length, kernel, stride, dilation, self.padding)
+            for length, kernel, stride, dilation in zip(
+                input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate
+            )
+        ]
+        return (input_shape[0], *spatial, self.capacity)
+
+    def output_unit_variables(self):
+        unit_variables = [(self.kernel, 3)]
+        if self.bias is not None:
+            unit_variables.append((self.bias, 0))
+        return unit_variables
+
+    def input_unit_variables(self):
+        return [(self.kernel, 2)]
+
+    def initializer_for(self, variable):
+        return self.kernel_initializer if variable is self.kernel else self.bias_initializer
+
+    def get_build_config(self):
+        # The input channels follow the feeding layer's reallocations; report the current ones.
+        if not self.built:
+            return super().get_build_config()
+        return {"input_shape": (None, None, None, int(self.kernel.shape[2]))}
+
+    def plain_layer(self):
+        """The `keras.layers.Conv2D` computing this layer's output before its importance."""
+        return keras.layers.Conv2D(
+            self.capacity,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            dtype=self.dtype_policy,
+            name=self.name,
+            trainable=self.trainable,
+        )
+
+    def assign_plain_weights(self, plain):
+        plain.kernel.assign(ops.convert_to_numpy(self.kernel))
+        if self.use_bias:
+            plain.bias.assign(ops.convert_to_numpy(self.bias))
+
+    def get_config(self):
+        config = super().get_config()
+        config["initial_filters"] = config.pop("initial_units")
+        config.update(
+            {
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "dilation_rate": self.dilation_rate,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "data_format": self.data_format,
+            }
+        )
+        return config
+
