@@ -83,6 +83,10 @@ class WidthController(keras.callbacks.Callback):
             at the default `check_every`). None never tightens.
         settled_headroom: float in [0, 1), the margin kept above a settled width, as a share of
             it (at least 2 units). Defaults to 0.05.
+        max_capacity: int >= 1 or None, the largest capacity any layer is given (a layer's own
+            `max_units` also applies). A width asking for more runs at this capacity, with a
+            warning, instead of allocating without bound when a width parameter diverges.
+            Defaults to 8192. None removes the limit.
         verbose: 0 (silent, default) or 1 (print each reallocation).
 
     Attributes:
@@ -118,6 +122,7 @@ class WidthController(keras.callbacks.Callback):
         width_warmup_epochs: int = 0,
         settle_after: int | None = 16,
         settled_headroom: float = 0.05,
+        max_capacity: int | None = 8192,
         verbose: int = 0,
     ):
         super().__init__()
@@ -157,6 +162,12 @@ class WidthController(keras.callbacks.Callback):
                 "`settled_headroom` must be a number in [0, 1). "
                 f"Received: settled_headroom={settled_headroom!r}"
             )
+        if max_capacity is not None and (
+            isinstance(max_capacity, bool) or not isinstance(max_capacity, int) or max_capacity < 1
+        ):
+            raise ValueError(
+                f"`max_capacity` must be an integer >= 1 or None. Received: max_capacity={max_capacity!r}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -167,6 +178,7 @@ class WidthController(keras.callbacks.Callback):
         self.width_warmup_epochs = width_warmup_epochs
         self.settle_after = settle_after
         self.settled_headroom = float(settled_headroom)
+        self.max_capacity = max_capacity
         self.verbose = verbose
         self.reallocations = []
         self.rebuilds = 0
@@ -181,6 +193,9 @@ class WidthController(keras.callbacks.Callback):
         # grew out of a settled capacity.
         self._recent_widths = {}
         self._regrowths = {}
+        # Per layer (by id): the last finite width parameter seen, restored if it diverges.
+        self._last_finite = {}
+        self._warned_limit = set()
 
     # -- The capacity policy ----------------------------------------------------------------------
 
@@ -193,7 +208,7 @@ class WidthController(keras.callbacks.Callback):
         capacity = layer.capacity
         settled = layer._capacity_settled
         grow_at = capacity if settled else self.grow_threshold * capacity
-        grows = (width >= grow_at if settled else width > grow_at) and capacity < _upper(layer)
+        grows = (width >= grow_at if settled else width > grow_at) and capacity < self._limit(layer)
         if grows or width < self.shrink_threshold * capacity:
             reason = "grow" if grows else "shrink"
             return self._reallocated_capacity(layer, width), reason
@@ -208,16 +223,36 @@ class WidthController(keras.callbacks.Callback):
             high = max(window)
             margin = max(2, math.ceil(self.settled_headroom * high))
             if high - min(window) <= margin:
-                target = _bounded(layer, high + margin)
+                target = min(_bounded(layer, high + margin), self._limit(layer))
                 # Tighten only when it saves a fifth of the capacity and more than a few units:
                 # each change rebuilds the step, and a few masked units cost less than that.
                 if capacity >= 1.25 * target and capacity - target >= _MIN_SETTLE_SAVING:
                     return target, "settle"
         return capacity, None
 
+    def _limit(self, layer) -> float:
+        """The largest capacity `layer` may get: its `max_units`, and this controller's
+        `max_capacity` (so a diverging width parameter cannot exhaust memory)."""
+        limit = _upper(layer)
+        if self.max_capacity is not None:
+            limit = min(limit, max(self.max_capacity, layer.capacity))
+        return limit
+
     def _reallocated_capacity(self, layer, width: int) -> int:
         """The capacity after growing or shrinking `layer` around `width`."""
-        return _bounded(layer, math.ceil(self.growth_factor * width))
+        capacity = _bounded(layer, math.ceil(self.growth_factor * width))
+        if capacity > self._limit(layer):
+            capacity = int(self._limit(layer))
+            if id(layer) not in self._warned_limit:
+                self._warned_limit.add(id(layer))
+                warnings.warn(
+                    f"Adaptive layer '{layer.name}' asks for {width} units; its capacity is "
+                    f"held at max_capacity={self.max_capacity} (the width runs at the capacity). "
+                    "Raise `WidthController(max_capacity=...)` if the layer should grow "
+                    "further, or set the layer's `max_units`.",
+                    stacklevel=3,
+                )
+        return capacity
 
     # -- Callback hooks -------------------------------------------------------------------------
 
@@ -281,6 +316,7 @@ class WidthController(keras.callbacks.Callback):
                 logs.setdefault(f"{layer.name}_width", layer.active_units)
 
     def on_train_end(self, logs=None):
+        self._restore_diverged_width_parameters()
         self._set_width_frozen(False)
         for layer in self._layers:
             layer._width_links.controlled = False
@@ -294,21 +330,21 @@ class WidthController(keras.callbacks.Callback):
         # Read only the width parameters: no full state sync unless something is resized.
         values = reallocation.current_values(model, [layer.width_parameter for layer in layers])
         plan, widths, reasons = {}, {}, {}
+        diverged = []
         for layer, value in zip(layers, values):
-            width = layer.desired_units_on_host(float(value))
-            if not math.isfinite(width):
-                warnings.warn(
-                    f"The width of adaptive layer '{layer.name}' is not finite (its width "
-                    "parameter diverged); its capacity is left unchanged.",
-                    stacklevel=2,
-                )
+            if not math.isfinite(float(value)):
+                diverged.append(layer)
                 continue
+            self._last_finite[id(layer)] = float(value)
+            width = layer.desired_units_on_host(float(value))
             widths[layer] = int(width)
             self._recent_widths.setdefault(id(layer), []).append(int(width))
             del self._recent_widths[id(layer)][:-_MAX_WINDOW]
             target, reason = self._decide(layer, int(width))
             if target != layer.capacity:
                 plan[layer], reasons[layer] = target, reason
+        if diverged:
+            self._restore_width_parameters(diverged)
         if not plan:
             return
         # The step is rebuilt anyway: also grow the moving layers that are past halfway to their
@@ -351,6 +387,33 @@ class WidthController(keras.callbacks.Callback):
                     f"step {self._steps})"
                 )
 
+    def _restore_diverged_width_parameters(self):
+        """Restores every width parameter that is not finite (see `_restore_width_parameters`)."""
+        layers = [layer for layer in self._layers if layer.built]
+        if not layers:
+            return
+        values = reallocation.current_values(self._model, [l.width_parameter for l in layers])
+        diverged = [l for l, v in zip(layers, values) if not math.isfinite(float(v))]
+        if diverged:
+            self._restore_width_parameters(diverged)
+
+    def _restore_width_parameters(self, layers):
+        """Gives width parameters that became NaN or infinite (a non-finite batch, training
+        stopped by `TerminateOnNaN`) their last finite value, so that the widths stay defined
+        and the model can be saved, loaded and inspected."""
+        self.model  # noqa: B018 (on JAX, reading it syncs the running state into the variables)
+        for layer in layers:
+            restored = self._last_finite.get(
+                id(layer), layer.distribution.raw_for_width(layer.initial_units, layer.quantile)
+            )
+            layer.width_parameter.assign(restored)
+            warnings.warn(
+                f"The width parameter of adaptive layer '{layer.name}' became non-finite during "
+                f"training; it was restored to its last finite value ({restored:.4g}). The "
+                "other weights may be non-finite too.",
+                stacklevel=3,
+            )
+
     def get_config(self):
         return {
             "num_examples": self.num_examples,
@@ -361,5 +424,6 @@ class WidthController(keras.callbacks.Callback):
             "width_warmup_epochs": self.width_warmup_epochs,
             "settle_after": self.settle_after,
             "settled_headroom": self.settled_headroom,
+            "max_capacity": self.max_capacity,
             "verbose": self.verbose,
         }

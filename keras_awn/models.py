@@ -23,6 +23,7 @@ from keras.src.models.model import functional_init_arguments
 
 from keras_awn import graph
 from keras_awn.callbacks import WidthController
+from keras_awn.layers import adaptive_width
 
 
 class WidthMetric(keras.metrics.Metric):
@@ -104,6 +105,19 @@ class _AdaptiveTrainingMixin:
         # Found once: on torch `compute_loss` runs eagerly at every step.
         deferred = [layer for layer in layers if not layer._prior_in_call]
         object.__setattr__(self, "_deferred_prior_layers", _NotTracked(deferred))
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Loads weights, first resizing adaptive layers to the capacities the file holds.
+
+        A weights file written after reallocations (by `keras.callbacks.BackupAndRestore` or
+        `ModelCheckpoint(save_weights_only=True)`) holds other capacities than a freshly built
+        model: each adaptive layer is reallocated to the file's before its weights are read.
+        """
+        adaptive_width._MODELS_LOADING_WEIGHTS.append(self)
+        try:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        finally:
+            adaptive_width._MODELS_LOADING_WEIGHTS.pop()
 
     def get_compile_config(self):
         config = super().get_compile_config()

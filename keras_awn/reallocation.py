@@ -256,12 +256,21 @@ def _rebuild_optimizer(model, replacements):
             f"Rebuilding optimizer {type(old).__name__} gave {len(new.variables)} variables "
             f"instead of {len(old.variables)}; keras_awn cannot carry its state over."
         )
+    # An exponential moving average of a new unit starts at the unit's value (as the
+    # optimizer's own build does), not at zero.
+    averaged = {}
+    if getattr(new, "use_ema", False):
+        for variable, average in zip(variables, new._model_variables_moving_average):
+            averaged[id(average)] = variable
     values = []
     for old_variable, new_variable in zip(old.variables, new.variables):
         value = ops.convert_to_numpy(old_variable)
         if value.shape != tuple(new_variable.shape):
             # Moments of surviving units are kept; new units start at zero.
-            value = _fit_into(value, np.zeros(tuple(new_variable.shape), value.dtype))
+            start = np.zeros(tuple(new_variable.shape), value.dtype)
+            if id(new_variable) in averaged:
+                start = ops.convert_to_numpy(averaged[id(new_variable)]).astype(value.dtype)
+            value = _fit_into(value, start)
         values.append(value)
     for new_variable, value in zip(new.variables, values):
         new_variable.assign(value)

@@ -19,6 +19,12 @@ from keras_awn import distributions as distributions_module
 NORMALIZATIONS = ("sum", "mean")
 
 
+# The keras_awn models whose `load_weights` is running: their adaptive layers may take the
+# capacities the file holds (a backup written after reallocations). Outside of it, a file whose
+# capacities differ from the layer's config is refused.
+_MODELS_LOADING_WEIGHTS = []
+
+
 class WidthLinks:
     """Who feeds an adaptive layer and who reads it (set by `keras_awn.graph`).
 
@@ -365,6 +371,51 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         if self._num_examples is None or not self._has_prior():
             return None
         return self.prior_loss() * (1.0 / self._num_examples)
+
+    # -- Loading -------------------------------------------------------------------------------
+
+    def _stored_capacity(self, store):
+        """The number of units the stored weights hold, or None if it cannot be read."""
+        own = list(self._trainable_variables) + list(self._non_trainable_variables)
+        variable, axis = self.output_unit_variables()[0]
+        position = next((i for i, v in enumerate(own) if v is variable), None)
+        try:
+            shape = store[f"{position}"].shape
+        except (KeyError, TypeError, AttributeError):
+            return None
+        if len(shape) != len(variable.shape):
+            return None
+        return int(shape[axis])
+
+    def load_own_variables(self, store):
+        stored = self._stored_capacity(store) if self.built else None
+        if stored is not None and stored != self.capacity:
+            model = _MODELS_LOADING_WEIGHTS[-1] if _MODELS_LOADING_WEIGHTS else None
+            if model is None:
+                raise ValueError(
+                    f"The weights stored for adaptive layer '{self.name}' "
+                    f"({type(self).__name__}) hold {stored} units, but its configuration says "
+                    f"capacity={self.capacity}: the file does not match this model. Load a "
+                    "`.keras` file with `keras.saving.load_model` (it restores the capacities), "
+                    "or load weights into a `keras_awn.Model`/`keras_awn.Sequential`, whose "
+                    "`load_weights` resizes its adaptive layers to the file."
+                )
+            # Imported here: reallocation imports this module.
+            from keras_awn import reallocation
+
+            reallocation.resize(model, {self: stored})
+        super().load_own_variables(store)
+
+    @classmethod
+    def from_config(cls, config):
+        try:
+            return cls(**config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"The saved configuration of adaptive layer '{config.get('name')}' "
+                f"({cls.__name__}) is incomplete or inconsistent: {error}. "
+                f"Received: config={config!r}"
+            ) from error
 
     # -- Serialization -------------------------------------------------------------------------
 
