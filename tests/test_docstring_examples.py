@@ -1,6 +1,6 @@
 """The Example of every layer family's docstring runs as written (with small data for the names it
-leaves to the reader: `images`, `labels`, `sequences`, `node_features`, `edge_index`,
-`graph_id`)."""
+leaves to the reader: `x`, `y`, `images`, `labels`, `sequences`, `node_features`,
+`edge_index`, `graph_id`)."""
 
 import re
 
@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import keras_awn
+from keras_awn import datasets
 from keras_awn import layers
 from tests.families import cycles_and_paths
 
@@ -23,6 +24,7 @@ DOCUMENTED = [
     layers.AdaptiveGINConv,
     layers.GINConv,
     layers.GraphPooling,
+    keras_awn.callbacks.WidthAnnealing,
 ]
 
 
@@ -38,11 +40,14 @@ def namespace():
     digits = load_digits()
     images = (digits.images[:64] / 16.0).astype("float32")
     graphs, _ = cycles_and_paths(32)
+    x, y = datasets.spirals(64, turns=1.0, seed=0)
     batch = keras_awn.graphs.batch_graphs(graphs, num_graphs=32)
     return {
         "keras": keras,
         "keras_awn": keras_awn,
         "np": np,
+        "x": x,
+        "y": y,
         "images": images[..., None],
         "sequences": images,
         "labels": digits.target[:64].astype("int32"),

@@ -22,3 +22,13 @@ def test_spiral_example(tmp_path, capsys):
     assert result["strip_error"] < 1e-5
     assert result["truncation"][0.0] == result["test_accuracy"]
     assert (tmp_path / "spiral_plain.keras").exists()
+
+
+def test_annealing_example_prints_both_runs(capsys):
+    import annealing
+
+    result = annealing.main(["--epochs", "8", "--start", "3", "--initial-units", "8"])
+    output = capsys.readouterr().out
+    assert "| epoch | annealed: total width" in output and "Annealing from epoch 3" in output
+    assert len(result["annealed"]) == len(result["reference"]) == 8
+    assert all(0.0 <= accuracy <= 1.0 for _, _, accuracy in result["annealed"])

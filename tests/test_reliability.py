@@ -356,7 +356,11 @@ def test_training_features_survive_reallocation(feature, dtype_policy):
     reference.set_weights(resized.get_weights())
     swaps = GrowAndShrinkBack()
     losses = helpers.BatchLossRecorder(), helpers.BatchLossRecorder()
-    frozen = {"check_every": 10**9, "grow_threshold": 1.0, "shrink_threshold": 0.01}
+    # The widths are held (width warm-up over the whole run): the two models' parameters differ by
+    # float rounding (their matmuls have other shapes), which could flip a width sitting on a
+    # boundary in one of them and make the comparison meaningless.
+    frozen = {"check_every": 10**9, "grow_threshold": 1.0, "shrink_threshold": 0.01,
+              "width_warmup_epochs": 1}
     fit = {"batch_size": 32, "epochs": 1, "shuffle": False, "verbose": 0}
     resized.fit(x, y, callbacks=[keras_awn.callbacks.WidthController(**frozen), swaps, losses[0]], **fit)
     reference.fit(x, y, callbacks=[keras_awn.callbacks.WidthController(**frozen), losses[1]], **fit)
