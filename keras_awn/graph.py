@@ -152,18 +152,14 @@ def _graph_links(graph, producer, links):
             if _is_passthrough(reader):
                 passthrough.append(reader)
                 frontier.append((reader, direct))
-            elif is_normalization(reader):
-                # Resized with the producer, and its readers still see the producer's units.
+            elif is_consumer_type(reader) or is_normalization(reader):
                 if reader not in consumers:
                     consumers.append(reader)
                     if direct:
                         direct_readers.append(reader)
-                frontier.append((reader, False))
-            elif is_consumer_type(reader):
-                if reader not in consumers:
-                    consumers.append(reader)
-                    if direct:
-                        direct_readers.append(reader)
+                if is_normalization(reader):
+                    # Its readers still see the producer's units, normalized.
+                    frontier.append((reader, False))
             else:
                 raise UnsupportedConsumerError(
                     f"Layer '{reader.name}' ({type(reader).__name__}) reads the output of "

@@ -31,4 +31,5 @@ def test_annealing_example_prints_both_runs(capsys):
     output = capsys.readouterr().out
     assert "| epoch | annealed: total width" in output and "Annealing from epoch 3" in output
     assert len(result["annealed"]) == len(result["reference"]) == 8
-    assert all(0.0 <= accuracy <= 1.0 for _, _, accuracy in result["annealed"])
+    # Same weights and batches: the two runs are the same until annealing starts (epoch 4).
+    assert result["annealed"][:3] == result["reference"][:3]

@@ -10,12 +10,7 @@ from keras import ops
 
 from keras_awn.layers.adaptive_mlp import AdaptiveMLP
 from keras_awn.layers.adaptive_width import _check_positive_int
-
-
-def _deserialize(layer):
-    if layer is None or isinstance(layer, keras.layers.Layer):
-        return layer
-    return keras.saving.deserialize_keras_object(layer)
+from keras_awn.layers.adaptive_width import deserialize_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -52,7 +47,7 @@ class GINConv(keras.layers.Layer):
 
     def __init__(self, mlp=None, epsilon: float = 0.0, learn_epsilon: bool = True, **kwargs):
         super().__init__(**kwargs)
-        mlp = _deserialize(mlp)
+        mlp = deserialize_layer(mlp)
         if mlp is None:
             mlp = self._default_mlp()
         if not isinstance(mlp, keras.layers.Layer):

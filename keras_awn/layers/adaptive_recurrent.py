@@ -10,12 +10,7 @@ import keras
 
 from keras_awn.layers.adaptive_mlp import AdaptiveMLP
 from keras_awn.layers.adaptive_width import _check_positive_int
-
-
-def _deserialize(layer):
-    if layer is None or isinstance(layer, keras.layers.Layer):
-        return layer
-    return keras.saving.deserialize_keras_object(layer)
+from keras_awn.layers.adaptive_width import deserialize_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -55,7 +50,7 @@ class MLPRNNCell(keras.layers.Layer):
         self.state_size = state_size
         self.output_size = state_size
         self.state_activation = keras.activations.get(state_activation)
-        input_map, state_map = _deserialize(input_map), _deserialize(state_map)
+        input_map, state_map = deserialize_layer(input_map), deserialize_layer(state_map)
         if input_map is None or state_map is None:
             input_map, state_map = self._default_maps(input_map, state_map)
         for name, layer in (("input_map", input_map), ("state_map", state_map)):
@@ -263,7 +258,7 @@ class AdaptiveRNN(keras.layers.RNN):
 
     def __init__(self, state_size: int | None = None, initial_units: int = 16, cell=None, **kwargs):
         cell_arguments = {k: kwargs.pop(k) for k in self._CELL_ARGUMENTS if k in kwargs}
-        cell = _deserialize(cell)
+        cell = deserialize_layer(cell)
         if cell is None:
             if state_size is None:
                 raise ValueError(

@@ -459,3 +459,10 @@ def fold_importance(reader, importance) -> None:
     shape[-2] = -1  # the input axis: 0 for Dense, 2 for Conv2D
     folded = kernel.astype("float64") * importance.reshape(shape)
     reader.kernel.assign(folded.astype(kernel.dtype))
+
+
+def deserialize_layer(layer):
+    """`layer` itself, or the layer a serialized config (a block's saved sublayer) describes."""
+    if layer is None or isinstance(layer, keras.layers.Layer):
+        return layer
+    return keras.saving.deserialize_keras_object(layer)
