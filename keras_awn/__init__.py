@@ -8,6 +8,7 @@ from keras_awn import callbacks
 from keras_awn import distributions
 from keras_awn import graphs
 from keras_awn import layers
+from keras_awn import plotting
 from keras_awn.models import Model
 from keras_awn.models import Sequential
 from keras_awn.truncation import strip
@@ -23,6 +24,7 @@ __all__ = [
     "distributions",
     "graphs",
     "layers",
+    "plotting",
     "strip",
     "truncate",
     "widths",

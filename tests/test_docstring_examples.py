@@ -1,4 +1,4 @@
-"""The Example of every layer family's docstring runs as written (with small data for the names it
+"""The Example of every layer family's docstring (and of keras_awn.plotting's) runs as written (with small data for the names it
 leaves to the reader: `x`, `y`, `images`, `labels`, `sequences`, `node_features`,
 `edge_index`, `graph_id`)."""
 
@@ -25,6 +25,7 @@ DOCUMENTED = [
     layers.GINConv,
     layers.GraphPooling,
     keras_awn.callbacks.WidthAnnealing,
+    keras_awn.plotting,
 ]
 
 
