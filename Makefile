@@ -28,7 +28,7 @@ demo: install
 test: install
 	@rm -rf .test-logs && mkdir -p .test-logs; \
 	for backend in tensorflow jax torch; do \
-		(KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider \
+		(KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 \
 			--basetemp=.test-logs/tmp-$$backend tests > .test-logs/$$backend.log 2>&1; \
 		 echo $$? > .test-logs/$$backend.status) & \
 	done; \

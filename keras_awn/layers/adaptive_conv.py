@@ -44,7 +44,7 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
     and `GlobalAveragePooling2D`/`GlobalMaxPooling2D` followed by `Dense`. A `BatchNormalization`
     normalizes each channel, undoing the importance scaling: behind one, the width learns only
     from its prior. Put the adaptive convolution where its output reaches a convolution or a
-    pooling first (see docs/layers.md).
+    pooling first (see docs/layers/conv2d.md).
 
     Args:
         initial_filters: int >= 1, the number of filters the layer starts with.
