@@ -258,6 +258,7 @@ class WidthController(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model  # on JAX, reading `self.model` syncs the training state
+        reallocation.check_distribution(model)
         self._links = graph.link(model)
         self._layers = graph.adaptive_layers(model)
         num_examples = self.num_examples or self.inferred_num_examples
