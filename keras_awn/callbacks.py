@@ -87,6 +87,10 @@ class WidthController(keras.callbacks.Callback):
             `max_units` also applies). A width asking for more runs at this capacity, with a
             warning, instead of allocating without bound when a width parameter diverges.
             Defaults to 8192. None removes the limit.
+        max_parameters: int >= 1 or None, a memory budget: the most scalars the model's weights
+            may hold (the optimizer adds its slots per weight, e.g. two more for Adam). A growth
+            that would exceed it is not made: the layers keep their capacity and their widths run
+            at it, with a warning. Defaults to None (no budget).
         verbose: 0 (silent, default) or 1 (print each reallocation).
 
     Attributes:
@@ -123,6 +127,7 @@ class WidthController(keras.callbacks.Callback):
         settle_after: int | None = 16,
         settled_headroom: float = 0.05,
         max_capacity: int | None = 8192,
+        max_parameters: int | None = None,
         verbose: int = 0,
     ):
         super().__init__()
@@ -168,6 +173,12 @@ class WidthController(keras.callbacks.Callback):
             raise ValueError(
                 f"`max_capacity` must be an integer >= 1 or None. Received: max_capacity={max_capacity!r}"
             )
+        if max_parameters is not None and (
+            isinstance(max_parameters, bool) or not isinstance(max_parameters, int) or max_parameters < 1
+        ):
+            raise ValueError(
+                f"`max_parameters` must be an integer >= 1 or None. Received: max_parameters={max_parameters!r}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -179,6 +190,7 @@ class WidthController(keras.callbacks.Callback):
         self.settle_after = settle_after
         self.settled_headroom = float(settled_headroom)
         self.max_capacity = max_capacity
+        self.max_parameters = max_parameters
         self.verbose = verbose
         self.reallocations = []
         self.rebuilds = 0
@@ -196,6 +208,7 @@ class WidthController(keras.callbacks.Callback):
         # Per layer (by id): the last finite width parameter seen, restored if it diverges.
         self._last_finite = {}
         self._warned_limit = set()
+        self._warned_budget = False
 
     # -- The capacity policy ----------------------------------------------------------------------
 
@@ -360,6 +373,10 @@ class WidthController(keras.callbacks.Callback):
             ):
                 plan[layer] = self._reallocated_capacity(layer, width)
                 reasons[layer] = "grow"
+        if self.max_parameters is not None:
+            plan = self._within_parameter_budget(model, plan, reasons)
+            if not plan:
+                return
         started = time.perf_counter()
         model = self.model  # on JAX this syncs the running state into the variables
         old = {layer: layer.capacity for layer in plan}
@@ -387,6 +404,26 @@ class WidthController(keras.callbacks.Callback):
                     f"({reasons[layer]}; width {widths[layer]}, epoch {self._epoch}, "
                     f"step {self._steps})"
                 )
+
+    def _within_parameter_budget(self, model, plan, reasons):
+        """The plan without its growth when growing would exceed `max_parameters`.
+
+        Shrinking and settling only free memory and are kept. Held layers run at their capacity
+        (their width is clamped to it), so memory stays bounded whatever the width asks for.
+        """
+        planned = reallocation.parameter_count(model, plan, self._links)
+        if planned <= self.max_parameters:
+            return plan
+        held = [layer.name for layer in plan if reasons[layer] == "grow"]
+        if held and not self._warned_budget:
+            self._warned_budget = True
+            warnings.warn(
+                f"Growing adaptive layers {held} would take the model to {planned} parameters, "
+                f"over max_parameters={self.max_parameters}: their capacity is held (the widths run "
+                "at the capacity). Raise `WidthController(max_parameters=...)` to let them grow.",
+                stacklevel=3,
+            )
+        return {layer: capacity for layer, capacity in plan.items() if reasons[layer] != "grow"}
 
     def _restore_diverged_width_parameters(self):
         """Restores every width parameter that is not finite (see `_restore_width_parameters`)."""
@@ -426,6 +463,7 @@ class WidthController(keras.callbacks.Callback):
             "settle_after": self.settle_after,
             "settled_headroom": self.settled_headroom,
             "max_capacity": self.max_capacity,
+            "max_parameters": self.max_parameters,
             "verbose": self.verbose,
         }
 

@@ -148,6 +148,12 @@ def _plan(new_capacities, links):
     return list(plan.values())
 
 
+def parameter_count(model, new_capacities: dict, links: dict) -> int:
+    """The number of scalars in `model`'s weights once `new_capacities` are applied."""
+    planned = {id(item.variable): math.prod(item.shape) for item in _plan(new_capacities, links)}
+    return int(sum(planned.get(id(v), math.prod(v.shape)) for v in model.weights))
+
+
 def _new_input_entries(item, producer, direct, shape):
     """Values of a reader's entries for the producer's new units (shape `shape`)."""
     variable, reader = item.variable, item.layer

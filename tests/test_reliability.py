@@ -199,6 +199,28 @@ def test_a_diverging_width_is_held_at_max_capacity():
         keras_awn.callbacks.WidthController(max_capacity=0)
 
 
+def test_a_memory_budget_holds_the_capacity_and_the_parameter_count():
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=10**6)
+    budget = 2000
+    start = model.count_params()
+    assert start <= budget
+    controller = keras_awn.callbacks.WidthController(check_every=2, max_parameters=budget)
+    with pytest.warns(UserWarning, match=f"over max_parameters={budget}"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
+    # Never over the budget; the widths run at the held capacities.
+    assert model.count_params() <= budget
+    capacities = {layer.name: layer.capacity for layer in graph.adaptive_layers(model)}
+    assert keras_awn.widths(model) == capacities
+    # Without the budget the same model grows past it (so the budget is what held it).
+    free = widened_model(width=10**6)
+    free.fit(x, y, batch_size=32, epochs=1, verbose=0,
+             callbacks=[keras_awn.callbacks.WidthController(check_every=2, max_capacity=256)])
+    assert free.count_params() > budget
+    with pytest.raises(ValueError, match="Received: max_parameters=0"):
+        keras_awn.callbacks.WidthController(max_parameters=0)
+
+
 def rewrite_config(path, edit):
     """Rewrites the config.json inside a `.keras` file with `edit(config)`."""
     with zipfile.ZipFile(path) as archive:
