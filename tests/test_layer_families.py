@@ -178,7 +178,7 @@ def grown_and_saved(name, path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_keras_file_round_trip_restores_and_resumes(name, tmp_path):
+def test_keras_file_and_weights_checkpoint_restore_and_resume(name, tmp_path):
     path = str(tmp_path / f"{name}.keras")
     family, model = grown_and_saved(name, path)
     loaded = keras.saving.load_model(path)
@@ -191,6 +191,20 @@ def test_keras_file_round_trip_restores_and_resumes(name, tmp_path):
         np.testing.assert_array_equal(ops.convert_to_numpy(saved), ops.convert_to_numpy(restored))
     np.testing.assert_allclose(predictions(loaded, family.probe()), predictions(model, family.probe()), atol=1e-6)
     history = loaded.fit(**family.fit_arguments(epochs=1, verbose=0))
+    assert np.isfinite(history.history["loss"][-1])
+
+    # What BackupAndRestore and ModelCheckpoint(save_weights_only=True) write and read back: a
+    # fresh model (default capacities) takes the file's capacities, weights and optimizer state.
+    path = str(tmp_path / f"{name}.weights.h5")
+    model.save_weights(path)
+    fresh = compiled(family.build())
+    fresh.optimizer.build(fresh.trainable_variables)
+    assert [l.capacity for l in graph.adaptive_layers(fresh)] != [l.capacity for l in graph.adaptive_layers(model)]
+    fresh.load_weights(path)
+    assert [l.capacity for l in graph.adaptive_layers(fresh)] == [l.capacity for l in graph.adaptive_layers(model)]
+    for saved, restored in zip(model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(saved), ops.convert_to_numpy(restored))
+    history = fresh.fit(**family.fit_arguments(epochs=1, verbose=0))
     assert np.isfinite(history.history["loss"][-1])
 
 
