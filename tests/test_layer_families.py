@@ -25,9 +25,9 @@ from tests.families import FAMILIES
 NAMES = sorted(FAMILIES)
 
 
-def compiled(model, learning_rate=0.01):
+def compiled(model, learning_rate=0.01, **optimizer_arguments):
     model.compile(
-        keras.optimizers.Adam(learning_rate),
+        keras.optimizers.Adam(learning_rate, **optimizer_arguments),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
@@ -143,11 +143,26 @@ class GrowThenShrink(keras.callbacks.Callback):
             self.widest = max(self.widest, layer.desired_units - layer.capacity)
 
 
+# The optimizer features users combine with fit, all at once: their extra state (moving
+# averages, gradient accumulators, the schedule's step) must be carried through reallocation.
+OPTIMIZERS = {
+    "adam": {},
+    "ema_clipping_accumulation_schedule": {
+        "use_ema": True,
+        "clipnorm": 0.5,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": keras.optimizers.schedules.ExponentialDecay(0.01, 3, 0.7),
+    },
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("name", NAMES)
-def test_reallocation_mid_training_is_invisible(name):
+def test_reallocation_mid_training_is_invisible(name, optimizer):
     family = FAMILIES[name]
-    resized = compiled(family.build())
-    reference = compiled(resized.__class__.from_config(resized.get_config()))
+    arguments = {"learning_rate": 0.01, **OPTIMIZERS[optimizer]}
+    resized = compiled(family.build(), **arguments)
+    reference = compiled(resized.__class__.from_config(resized.get_config()), **arguments)
     reference.set_weights(resized.get_weights())
     probe = family.probe()
     swaps = GrowThenShrink(probe)
@@ -161,6 +176,7 @@ def test_reallocation_mid_training_is_invisible(name):
     assert swaps.widest <= 0
     np.testing.assert_allclose(losses[0].losses, losses[1].losses, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(predictions(resized, probe), predictions(reference, probe), rtol=1e-4, atol=1e-5)
+    assert type(resized.optimizer) is type(reference.optimizer)
 
 
 # -- (c) saving, on this backend and across backends --------------------------------------------
