@@ -12,10 +12,13 @@ from several initial widths and batch sizes.
 
 Each backend's results go to `benchmarks/results/reproduce_<backend>.json`; `docs/results.md`
 and `docs/results/<backend>/*.png` are rendered from every backend's saved results, so running
-the command on a second backend adds its section. Nothing in the page is edited by hand.
+the command on a second backend adds its section. Nothing in the page is edited by hand. It also
+redraws the settings study's pages and figures (docs/study) from their saved results.
 """
 
 import argparse
+import glob
+import importlib.util
 import json
 import os
 import sys
@@ -347,6 +350,23 @@ def render(results_folder, docs_folder):
     return path
 
 
+def render_settings_study(results_folder):
+    """Redraws docs/study (the settings study's tables and figures) from its saved results, so
+    that this command regenerates every figure in docs/. Rerunning the study itself is
+    `benchmarks/settings_study.py` (about 25 minutes per backend)."""
+    spec = importlib.util.spec_from_file_location(
+        "settings_study", os.path.join(ROOT, "benchmarks", "settings_study.py")
+    )
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    for path in sorted(glob.glob(os.path.join(results_folder, "settings_*.json"))):
+        name = os.path.basename(path)[len("settings_") : -len(".json")]
+        with open(path) as f:
+            results = json.load(f)
+        command = results.get("command", f"KERAS_BACKEND={results['backend']} python benchmarks/settings_study.py")
+        study.render(results, list(results["fixed"]), study._variants_in(results), name, command)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -369,6 +389,7 @@ def main(argv=None):
         with open(os.path.join(arguments.results, f"reproduce_{results['backend']}.json"), "w") as f:
             json.dump(results, f)
     path = render(arguments.results, arguments.docs)
+    render_settings_study(arguments.results)
     print(f"wrote {path}")
     return path
 
