@@ -191,7 +191,9 @@ def test_reallocation_mid_training_is_invisible(name, setup, dtype_policy):
     assert swaps.widest <= 0
     tolerance = 2e-2 if policy else 1e-4
     np.testing.assert_allclose(losses[0].losses, losses[1].losses, rtol=tolerance, atol=1e-6)
-    np.testing.assert_allclose(predictions(resized, probe), predictions(reference, probe), rtol=tolerance, atol=1e-5)
+    # Under float16, logits near zero drift by about 1e-2 between the two runs (TensorFlow).
+    logits_atol = 5e-2 if policy else 1e-5
+    np.testing.assert_allclose(predictions(resized, probe), predictions(reference, probe), rtol=tolerance, atol=logits_atol)
     assert type(resized.optimizer) is type(reference.optimizer)
 
 
