@@ -40,7 +40,7 @@ def run_fixed(task, width, seed):
     keras.utils.set_random_seed(seed)
     model = task.compile(task.fixed_model(width))
     start = time.perf_counter()
-    model.fit(**train, batch_size=None if "y" not in train else task.batch_size, epochs=task.epochs, verbose=0)
+    task.fit(model, train)
     seconds = time.perf_counter() - start
     return {
         "width": width,
@@ -56,9 +56,7 @@ def run_adaptive(task, seed, variant="recommended", keep_model=False):
     keras.utils.set_random_seed(seed)
     model = task.compile(task.adaptive_model(**task_catalogue.VARIANTS[variant]))
     start = time.perf_counter()
-    history = model.fit(
-        **train, batch_size=None if "y" not in train else task.batch_size, epochs=task.epochs, verbose=0
-    )
+    history = task.fit(model, train)
     seconds = time.perf_counter() - start
     result = {
         "variant": variant,
@@ -101,6 +99,13 @@ def best_fixed(results):
     return width, float(np.mean(by_width[width]))
 
 
+def wall_times(results, variant):
+    """`(seconds of one adaptive run, seconds of one seed of the whole grid)`, averaged over seeds."""
+    grid_seconds = sum(r["seconds"] for r in results["fixed"]) / max(1, len({r["seed"] for r in results["fixed"]}))
+    adaptive_seconds = float(np.mean([r["seconds"] for r in results["adaptive"] if r["variant"] == variant]))
+    return adaptive_seconds, grid_seconds
+
+
 def _mean_std(values):
     return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
 
@@ -131,8 +136,7 @@ def table(results):
             f"| adaptive, {variant} | {_mean_std(accuracy)} ({gap:+.1f} points vs best) | {widths} | "
             f"{np.mean([r['parameters'] for r in runs]):.0f} | {np.mean([r['seconds'] for r in runs]):.1f} |"
         )
-    grid_seconds = sum(r["seconds"] for r in results["fixed"]) / max(1, len({r["seed"] for r in results["fixed"]}))
-    adaptive_seconds = np.mean([r["seconds"] for r in results["adaptive"] if r["variant"] == variants[0]])
+    adaptive_seconds, grid_seconds = wall_times(results, variants[0])
     lines.append(
         f"\nBest fixed width {best_width} ({best_accuracy:.3f}). One adaptive run "
         f"({variants[0]}) took {adaptive_seconds:.1f} s, {100 * adaptive_seconds / grid_seconds:.0f}% "

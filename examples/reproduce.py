@@ -54,7 +54,7 @@ def truncation_study(task, seed=0, log=print):
     train, test = task.data(seed)
     keras.utils.set_random_seed(seed)
     fixed = task.compile(task.fixed_model_like(widths))
-    fixed.fit(**train, batch_size=task.batch_size, epochs=task.epochs, verbose=0)
+    task.fit(fixed, train)
     curves = {
         "adaptive": plotting.truncation_curve(adaptive["model"], test["x"], test["y"], FRACTIONS),
         "fixed width": plotting.truncation_curve(fixed, test["x"], test["y"], FRACTIONS),
@@ -200,8 +200,7 @@ def summary_table(results):
         widths = ", ".join(
             f"{column.mean():.0f} ({column.min()}-{column.max()})" for column in per_layer.T
         )
-        grid_seconds = sum(r["seconds"] for r in task["fixed"]) / results["seeds"]
-        adaptive_seconds = np.mean([r["seconds"] for r in runs])
+        adaptive_seconds, grid_seconds = compare.wall_times(task, "recommended")
         lines.append(
             f"| {name} | {width} ({best:.3f}) | {np.mean(accuracy):.3f} +- {np.std(accuracy):.3f} | "
             f"{100 * (np.mean(accuracy) - best):+.1f} | {widths} | "

@@ -57,6 +57,12 @@ class Task:
         """A fixed-width model with one width per adaptive layer (for the truncation figure)."""
         raise NotImplementedError(f"Task {self.name!r} has no per-layer fixed model.")
 
+    def fit(self, model, train, **arguments):
+        """`model.fit` on the training split with the task's epochs and batch size (a dataset
+        batches itself)."""
+        batch_size = self.batch_size if "y" in train else None
+        return model.fit(**train, batch_size=batch_size, epochs=self.epochs, verbose=0, **arguments)
+
     def compile(self, model):
         model.compile(
             keras.optimizers.Adam(self.learning_rate),

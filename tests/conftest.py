@@ -19,3 +19,11 @@ def pytest_report_header(config):
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture
+def dtype_policy():
+    """Restores the global dtype policy a test changes (mixed precision tests)."""
+    previous = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(previous)

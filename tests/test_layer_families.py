@@ -160,13 +160,6 @@ SETUPS = {
 }
 
 
-@pytest.fixture
-def dtype_policy():
-    previous = keras.config.dtype_policy()
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 @pytest.mark.parametrize("setup", sorted(SETUPS))
 @pytest.mark.parametrize("name", NAMES)
 def test_reallocation_mid_training_is_invisible(name, setup, dtype_policy):

@@ -336,13 +336,6 @@ FEATURES = {
 }
 
 
-@pytest.fixture
-def dtype_policy():
-    previous = keras.config.dtype_policy()
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 class GrowAndShrinkBack(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
