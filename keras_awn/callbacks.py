@@ -14,6 +14,10 @@ from keras_awn import reallocation
 _MIN_SETTLE_SAVING = 64
 # Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
 _MAX_WINDOW = 4096
+# Capacities the controller picks are multiples of this: matrix kernels on CPU (and tensor
+# cores on GPU) run sizes like 264 as fast as 256, and odd ones like 269 about 10% slower
+# (docs/performance.md).
+CAPACITY_MULTIPLE = 8
 
 
 def _upper(layer) -> float:
@@ -23,6 +27,11 @@ def _upper(layer) -> float:
 def _bounded(layer, units) -> int:
     """`units` clamped to what `layer` may hold: `[max(min_units, 1), max_units]`."""
     return int(min(max(units, layer.min_units, 1), _upper(layer)))
+
+
+def _aligned(units) -> int:
+    """`units` rounded up to a multiple of `CAPACITY_MULTIPLE`."""
+    return CAPACITY_MULTIPLE * math.ceil(units / CAPACITY_MULTIPLE)
 
 
 def _check_fraction(name, value, low, high):
@@ -38,11 +47,13 @@ class WidthController(keras.callbacks.Callback):
     compares each layer's width with its capacity:
 
     - the width exceeds `grow_threshold * capacity`: the capacity becomes
-      `ceil(growth_factor * width)`;
+      `growth_factor * width`;
     - the width falls below `shrink_threshold * capacity`: likewise, the capacity shrinks to
-      `ceil(growth_factor * width)`.
+      `growth_factor * width`.
 
-    So after any reallocation the width sits at `1 / growth_factor` of the capacity, and it must
+    Capacities are rounded up to a multiple of 8 (sizes like 269 run matrix products about 10%
+    slower than 264 or 256). So after any reallocation the width sits at about
+    `1 / growth_factor` of the capacity, and it must
     move by a constant factor before the next one: reallocations (each one rebuilds the compiled
     step) happen O(log(final width / initial width)) times per layer. A larger `growth_factor`
     means fewer rebuilds and more masked (wasted) units per step. When one layer is reallocated,
@@ -51,7 +62,7 @@ class WidthController(keras.callbacks.Callback):
 
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
     band of `max(2, settled_headroom * width)` units), its capacity is tightened to the top of
-    that band plus the same margin, if that frees at least a fifth of it and 64 units. A settled
+    that band plus the same margin (rounded up to a multiple of 8), if that frees at least a fifth of it and 64 units. A settled
     layer grows only when its width reaches the capacity (then by `growth_factor`, and it is
     moving again, and waits twice as long before settling again), so the masked units cost
     about `settled_headroom` of the layer's work for the rest of training, at the price of one
@@ -234,14 +245,21 @@ class WidthController(keras.callbacks.Callback):
         if settle_after is not None and len(recent) >= settle_after:
             window = recent[-settle_after:]
             high = max(window)
-            margin = max(2, math.ceil(self.settled_headroom * high))
-            if high - min(window) <= margin:
-                target = min(_bounded(layer, high + margin), self._limit(layer))
+            if high - min(window) <= self._settle_margin(high):
+                target = min(_bounded(layer, self.settled_capacity(high)), self._limit(layer))
                 # Tighten only when it saves a fifth of the capacity and more than a few units:
                 # each change rebuilds the step, and a few masked units cost less than that.
                 if capacity >= 1.25 * target and capacity - target >= _MIN_SETTLE_SAVING:
                     return target, "settle"
         return capacity, None
+
+    def _settle_margin(self, width: int) -> int:
+        return max(2, math.ceil(self.settled_headroom * width))
+
+    def settled_capacity(self, width: int) -> int:
+        """The capacity a layer settled at `width` gets (before its `max_units` applies): the
+        width plus `max(2, settled_headroom * width)` units, rounded up to a multiple of 8."""
+        return _aligned(width + self._settle_margin(width))
 
     def _limit(self, layer) -> float:
         """The largest capacity `layer` may get: its `max_units`, and this controller's
@@ -253,7 +271,7 @@ class WidthController(keras.callbacks.Callback):
 
     def _reallocated_capacity(self, layer, width: int) -> int:
         """The capacity after growing or shrinking `layer` around `width`."""
-        capacity = _bounded(layer, math.ceil(self.growth_factor * width))
+        capacity = _bounded(layer, _aligned(self.growth_factor * width))
         if capacity > self._limit(layer):
             capacity = int(self._limit(layer))
             if id(layer) not in self._warned_limit:
@@ -496,8 +514,8 @@ class WidthAnnealing(keras.callbacks.Callback):
         keras.layers.Dense(2),
     ])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=60, callbacks=[
-        keras_awn.callbacks.WidthAnnealing(start_epoch=20, end_epoch=50, final_fraction=0.1)
+    model.fit(x, y, epochs=20, callbacks=[
+        keras_awn.callbacks.WidthAnnealing(start_epoch=8, end_epoch=16, final_fraction=0.1)
     ])
     ```
     """

@@ -14,8 +14,8 @@ from tests import helpers
     "width,capacity,expected",
     [
         (10, 20, 20),  # inside the band: no change
-        (17, 20, 34),  # above 0.8 * capacity: grow to 2 * width
-        (25, 20, 50),  # saturated: grow
+        (17, 20, 40),  # above 0.8 * capacity: grow to 2 * width = 34, rounded up to 8s
+        (25, 20, 56),  # saturated: grow (50, rounded up)
         (4, 20, 8),  # below 0.25 * capacity: shrink to 2 * width
         (5, 20, 20),  # at the shrink threshold: keep
         (60, 64, 64),  # already at max_units=64: no change
@@ -25,6 +25,16 @@ from tests import helpers
 def test_capacity_policy(width, capacity, expected):
     layer = keras_awn.layers.AdaptiveDense(8, capacity=capacity, max_units=64)
     assert WidthController().target_capacity(layer, width) == expected
+
+
+@pytest.mark.parametrize("width", [5, 17, 100, 131, 1000])
+def test_controller_capacities_are_multiples_of_eight(width):
+    controller = WidthController()
+    grown = controller.target_capacity(keras_awn.layers.AdaptiveDense(4, capacity=4), width)
+    assert grown % 8 == 0 and 2 * width <= grown < 2 * width + 8
+    margin = max(2, int(np.ceil(0.05 * width)))
+    settled = controller.settled_capacity(width)
+    assert settled % 8 == 0 and width + margin <= settled < width + margin + 8
 
 
 def test_policy_respects_min_units():
@@ -109,9 +119,10 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     layers = keras_awn.graph.adaptive_layers(model)
     widths = [layer.desired_units for layer in layers]
-    # Default capacity 200; settled band top = width, margin max(2, 5% of 100) = 5.
+    # Default capacity 200; settled band top = width, margin max(2, 5% of 100) = 5, and 105
+    # rounded up to a multiple of 8.
     assert widths == [100, 100]
-    assert [layer.capacity for layer in layers] == [105, 105]
+    assert [layer.capacity for layer in layers] == [112, 112]
     assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
     assert controller.rebuilds == 1  # both layers in one reallocation
     # The fourth check: at the start of training, then before steps 1, 2 and 3.
@@ -128,7 +139,7 @@ def test_settled_layer_grows_only_when_its_width_reaches_the_capacity():
     controller = WidthController()
     layer._capacity_settled = True
     assert controller._decide(layer, 104) == (105, None)  # 104 > 0.8 * 105, but settled
-    assert controller._decide(layer, 105) == (210, "grow")
+    assert controller._decide(layer, 105) == (216, "grow")  # 210 rounded up to 8s
     assert controller._decide(layer, 20) == (40, "shrink")
     layer._capacity_settled = False
     assert controller._decide(layer, 104) == (208, "grow")
@@ -138,7 +149,7 @@ def test_settling_needs_a_stable_window_and_a_real_saving():
     controller = WidthController(settle_after=3)
     wide = keras_awn.layers.AdaptiveDense(100, capacity=200)
     controller._recent_widths[id(wide)] = [98, 100, 99]
-    assert controller._decide(wide, 99) == (105, "settle")  # 100 + max(2, 5% of 100)
+    assert controller._decide(wide, 99) == (112, "settle")  # 100 + max(2, 5% of 100), to 8s
     controller._recent_widths[id(wide)] = [90, 100, 99]  # moved by more than the margin
     assert controller._decide(wide, 99) == (200, None)
     controller._recent_widths[id(wide)] = [100, 100]  # not enough checks yet
@@ -151,7 +162,7 @@ def test_settling_needs_a_stable_window_and_a_real_saving():
     controller._recent_widths[id(wide)] = [100] * 5
     assert controller._decide(wide, 100) == (200, None)
     controller._recent_widths[id(wide)] = [100] * 6
-    assert controller._decide(wide, 100) == (105, "settle")
+    assert controller._decide(wide, 100) == (112, "settle")
 
 
 def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
@@ -164,7 +175,7 @@ def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
     controller = WidthController(width_warmup_epochs=5)  # widths stay put
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
     assert controller.rebuilds == 1
-    assert (first.capacity, second.capacity) == (28, 22)
+    assert (first.capacity, second.capacity) == (32, 24)  # 2 * width, rounded up to 8s
     # Below halfway (0.65 * 16 = 10.4), a layer is left alone.
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
     model.build((None, 2))
@@ -173,7 +184,7 @@ def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
     second.width_parameter.assign(second.distribution.raw_for_width(10, second.quantile))
     controller = WidthController(width_warmup_epochs=5)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
-    assert (first.capacity, second.capacity) == (28, 16)
+    assert (first.capacity, second.capacity) == (32, 16)
 
 
 def test_current_values_match_the_synced_model_mid_epoch():
