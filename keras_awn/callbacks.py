@@ -345,7 +345,7 @@ class WidthController(keras.callbacks.Callback):
         self._check(self._model)
         if logs is not None:
             for layer in self._layers:
-                logs.setdefault(f"{layer.name}_width", layer.active_units)
+                logs.setdefault(f"{layer.name}_width", self._active_units(layer))
 
     def on_train_end(self, logs=None):
         self._restore_diverged_width_parameters()
@@ -354,6 +354,14 @@ class WidthController(keras.callbacks.Callback):
             layer._width_links.controlled = False
 
     # -- Checking -------------------------------------------------------------------------------
+
+    def _active_units(self, layer) -> int:
+        """`layer.active_units` from the width parameter the last check read, computed on the
+        host: eager backend ops would each compile a small program on JAX (memory, time)."""
+        value = self._last_finite.get(id(layer))
+        if value is None:
+            return layer.active_units
+        return int(min(layer.desired_units_on_host(value), layer.capacity))
 
     def _check(self, model):
         layers = [layer for layer in self._layers if layer.built]
