@@ -157,7 +157,9 @@ class WidthDistribution:
         # `quantile` stays a Python float: the built-in `icdf`s then fold it into a constant.
         return ops.ceil(self.icdf(float(quantile), self.parameter(raw))) + float(WIDTH_OFFSET)
 
-    def importance(self, raw, capacity: int, active_units, normalization: str = "mean", mask=None):
+    def importance(
+        self, raw, capacity: int, active_units, normalization: str = "mean", mask=None, index=None
+    ):
         """Importance of neurons `0..capacity-1`, zero from `active_units` on.
 
         Args:
@@ -169,6 +171,7 @@ class WidthDistribution:
                 sum to 1).
             mask: optional `(capacity,)` float tensor equal to `index < active_units`, when the
                 caller has already computed it.
+            index: optional `(capacity,)` float tensor `0, 1, ..., capacity - 1`, likewise.
 
         Returns:
             A float32 tensor of shape `(capacity,)`.
@@ -178,7 +181,8 @@ class WidthDistribution:
                 "`normalization` must be one of 'sum', 'mean'. "
                 f"Received: normalization={normalization!r}"
             )
-        index = ops.arange(capacity, dtype="float32")
+        if index is None:
+            index = ops.arange(capacity, dtype="float32")
         if mask is None:
             mask = ops.cast(index < active_units, "float32")
         mass = ops.exp(self.relative_log_mass(index, raw)) * mask

@@ -226,16 +226,26 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         return self.max_units if self.max_units is not None else math.inf
 
     def _bounded_width(self, width_parameter, upper):
-        """The distribution's width clipped to `[min_units, upper]`, in one op."""
+        """The distribution's width clipped to `[min_units, upper]`.
+
+        Runs in every step, where each op costs a dispatch on eager backends (torch): a bound
+        that cannot bind is skipped. Widths are `ceil(quantile) + 2 >= 2` by construction.
+        """
         width = self.distribution.width(width_parameter, self.quantile)
-        return ops.clip(width, float(self.min_units), float(upper))
+        if self.min_units > distributions_module.WIDTH_OFFSET:
+            width = ops.maximum(width, float(self.min_units))
+        if math.isfinite(upper):
+            width = ops.minimum(width, float(upper))
+        return width
 
     def unit_mask(self):
         """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
         return self._mask_for(self.active_units_tensor())
 
-    def _mask_for(self, active_units):
-        return ops.cast(ops.arange(self.capacity, dtype="float32") < active_units, "float32")
+    def _mask_for(self, active_units, index=None):
+        if index is None:
+            index = ops.arange(self.capacity, dtype="float32")
+        return ops.cast(index < active_units, "float32")
 
     def importance(self):
         """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
@@ -248,13 +258,15 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         backends (torch) every small op costs a dispatch, so the width is not recomputed.
         """
         active = self.active_units_tensor()
-        mask = self._mask_for(active)
+        index = ops.arange(self.capacity, dtype="float32")
+        mask = self._mask_for(active, index)
         importance = self.distribution.importance(
             self._learned_width_parameter(),
             self.capacity,
             active,
             self.importance_normalization,
             mask=mask,
+            index=index,
         )
         return importance, mask
 
