@@ -15,8 +15,8 @@ _MIN_SETTLE_SAVING = 64
 # Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
 _MAX_WINDOW = 4096
 # Capacities the controller picks are multiples of this: matrix kernels on CPU (and tensor
-# cores on GPU) run sizes like 264 as fast as 256, and odd ones like 269 about 10% slower
-# (docs/performance.md).
+# cores on GPU) handle such sizes best; on JAX/CPU an odd capacity like 269 ran an MLP's
+# matrix products about 12% slower than 264 (docs/performance.md).
 CAPACITY_MULTIPLE = 8
 
 
@@ -51,22 +51,22 @@ class WidthController(keras.callbacks.Callback):
     - the width falls below `shrink_threshold * capacity`: likewise, the capacity shrinks to
       `growth_factor * width`.
 
-    Capacities are rounded up to a multiple of 8 (sizes like 269 run matrix products about 10%
-    slower than 264 or 256). So after any reallocation the width sits at about
-    `1 / growth_factor` of the capacity, and it must
-    move by a constant factor before the next one: reallocations (each one rebuilds the compiled
-    step) happen O(log(final width / initial width)) times per layer. A larger `growth_factor`
+    Capacities are rounded up to a multiple of 8 (on CPU, odd sizes like 269 run matrix products
+    markedly slower than 264 or 256). So after any reallocation the width sits at about
+    `1 / growth_factor` of the capacity, and it must move by a constant factor before the next
+    one: reallocations (each one rebuilds the compiled step) happen
+    O(log(final width / initial width)) times per layer. A larger `growth_factor`
     means fewer rebuilds and more masked (wasted) units per step. When one layer is reallocated,
     the others whose width is past halfway between `1 / growth_factor` and `grow_threshold` of
     their capacity grow in the same rebuild.
 
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
     band of `max(2, settled_headroom * width)` units), its capacity is tightened to the top of
-    that band plus the same margin (rounded up to a multiple of 8), if that frees at least a fifth of it and 64 units. A settled
-    layer grows only when its width reaches the capacity (then by `growth_factor`, and it is
-    moving again, and waits twice as long before settling again), so the masked units cost
-    about `settled_headroom` of the layer's work for the rest of training, at the price of one
-    more rebuild. `settle_after=None` turns this off.
+    that band plus the same margin (rounded up to a multiple of 8), if that frees at least a
+    fifth of it and 64 units. A settled layer grows only when its width reaches the capacity
+    (then by `growth_factor`, and it is moving again, and waits twice as long before settling
+    again), so the masked units cost about `settled_headroom` of the layer's work for the rest
+    of training, at the price of one more rebuild. `settle_after=None` turns this off.
 
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged; see `keras_awn.reallocation`.
