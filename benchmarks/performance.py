@@ -407,11 +407,10 @@ def _grid_comparison(task):
 
 
 def _memory_rows(results):
-    """`{width: {variant: row}}` of the memory part (rows saved before widths were recorded
-    are the 1024-unit model)."""
+    """`{width: {variant: row}}` of the memory part."""
     by_width = {}
     for row in results.get("memory", []):
-        by_width.setdefault(row.get("width", 1024), {})[row["variant"]] = row
+        by_width.setdefault(row["width"], {})[row["variant"]] = row
     return by_width
 
 
@@ -495,7 +494,7 @@ def render(all_results):
                 f"| {backend} | {row['width']} | {row['batch']} | {row['plain_ms']:.2f} | "
                 f"{_ratio(row['settled_ms'], row['plain_ms'])} | "
                 f"{_ratio(row['moving_ms'], row['plain_ms'])} | "
-                f"{_ratio(row['exact_ms'], row['plain_ms']) if 'exact_ms' in row else '-'} | "
+                f"{_ratio(row['exact_ms'], row['plain_ms'])} | "
                 f"{_ratio(row['plain_l2_ms'], row['plain_ms'])} | "
                 f"{_ratio(row['settled_ms'], row['plain_l2_ms'])} |"
             )

@@ -361,7 +361,7 @@ class WidthController(keras.callbacks.Callback):
         value = self._last_finite.get(id(layer))
         if value is None:
             return layer.active_units
-        return int(min(layer.desired_units_on_host(value), layer.capacity))
+        return layer.active_units_on_host(value)
 
     def _check(self, model):
         layers = [layer for layer in self._layers if layer.built]

@@ -181,7 +181,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         scaled activations at unit variance, as He initialisation does for unscaled inputs.
         Computed on the host (used at construction and between steps).
         """
-        active = min(self.desired_units_on_host(width_parameter), self.capacity)
+        active = self.active_units_on_host(width_parameter)
         importance = self.distribution.importance_on_host(
             width_parameter, active, self.importance_normalization
         )
@@ -276,6 +276,11 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         """`desired_units_tensor(width_parameter)` computed on the host (a Python float)."""
         width = self.distribution.width_on_host(width_parameter, self.quantile)
         return min(max(width, float(self.min_units)), self._upper_units())
+
+    def active_units_on_host(self, width_parameter: float) -> int:
+        """`active_units` at `width_parameter`, computed on the host: the desired width, capped
+        by the capacity."""
+        return int(min(self.desired_units_on_host(width_parameter), self.capacity))
 
     @property
     def desired_units(self) -> int:
