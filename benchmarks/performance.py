@@ -96,10 +96,19 @@ def _frozen_controller(keras_awn, **kwargs):
 
 
 def settled_capacity(width):
-    """The capacity the default WidthController keeps around a settled `width`."""
+    """The capacity the default WidthController keeps around a settled `width` of an
+    AdaptiveDense (the settling rule, and the layer's capacity floor)."""
     from keras_awn.callbacks import WidthController
+    from keras_awn.layers import AdaptiveDense
 
-    return WidthController().settled_capacity(width)
+    return max(WidthController().settled_capacity(width), AdaptiveDense.min_capacity)
+
+
+def moving_capacity(width):
+    """The capacity right after the default WidthController grew an AdaptiveDense to `width`."""
+    from keras_awn.layers import AdaptiveDense
+
+    return max(2 * width, AdaptiveDense.min_capacity)
 
 
 def run_steps(quick):
@@ -127,7 +136,7 @@ def run_steps(quick):
                 # No masked unit at all: what the method's per-step computation costs alone.
                 "exact": (_mlp(keras, keras_awn, width, width), [_frozen_controller(keras_awn)]),
                 "moving": (
-                    _mlp(keras, keras_awn, width, 2 * width),
+                    _mlp(keras, keras_awn, width, moving_capacity(width)),
                     [_frozen_controller(keras_awn)],
                 ),
             }
@@ -155,7 +164,7 @@ def run_steps(quick):
                     "moving_ms": 1000 * best["moving"],
                     "exact_ms": 1000 * best["exact"],
                     "settled_capacity": settled_capacity(width),
-                    "moving_capacity": 2 * width,
+                    "moving_capacity": moving_capacity(width),
                     "active_widths_after": active,
                 }
             )
@@ -165,8 +174,11 @@ def run_steps(quick):
 
 # Narrower than the widths the task needs (about 20-40), so that the run reallocates.
 SPIRAL_INITIAL_UNITS = 8
+# Controller arguments per policy. "no capacity floor" also starts the layers at twice their
+# initial width (the default capacity without the floor), so it shows what the floor saves.
 SPIRAL_POLICIES = {
-    "default (growth 2, settle after 16 checks)": {},
+    "default (growth 2, settle after 16 checks, floor 64)": {},
+    "no capacity floor": {"min_capacity": 1},
     "no settling": {"settle_after": None},
     "growth 1.5": {"growth_factor": 1.5, "shrink_threshold": 0.25},
     "growth 3": {"growth_factor": 3.0, "shrink_threshold": 0.2},
@@ -212,11 +224,16 @@ def run_spiral(quick):
     policies = list(SPIRAL_POLICIES.items())
     for name, policy in policies[:2] if quick else policies:
         keras.utils.set_random_seed(0)
+        capacity = 2 * SPIRAL_INITIAL_UNITS if policy.get("min_capacity") == 1 else None
         model = keras_awn.Sequential(
             [
                 keras.Input((2,)),
-                keras_awn.layers.AdaptiveDense(SPIRAL_INITIAL_UNITS, activation="relu"),
-                keras_awn.layers.AdaptiveDense(SPIRAL_INITIAL_UNITS, activation="relu"),
+                keras_awn.layers.AdaptiveDense(
+                    SPIRAL_INITIAL_UNITS, activation="relu", capacity=capacity
+                ),
+                keras_awn.layers.AdaptiveDense(
+                    SPIRAL_INITIAL_UNITS, activation="relu", capacity=capacity
+                ),
                 keras.layers.Dense(2),
             ]
         )
@@ -273,7 +290,7 @@ def run_memory_one(variant, width, quick):
     x = rng.normal(size=(batch * 8, FEATURES)).astype("float32")
     y = rng.integers(0, CLASSES, batch * 8).astype("int32")
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    capacity = {"plain": None, "settled": settled_capacity(width), "moving": 2 * width}[variant]
+    capacity = {"plain": None, "settled": settled_capacity(width), "moving": moving_capacity(width)}[variant]
     model = _compile(keras, _mlp(keras, keras_awn, width, capacity))
     callbacks = [] if capacity is None else [_frozen_controller(keras_awn)]
     model.fit(x, y, batch_size=batch, epochs=3, verbose=0, callbacks=callbacks)
@@ -477,7 +494,7 @@ def render(all_results):
         "",
         "Two hidden layers of the given active width (32 inputs, 10 classes, Adam). *settled*: the",
         "capacity the controller keeps once a width stops moving (width + 5%, at least 2 units,",
-        "rounded up to a multiple of 8); *moving*: the capacity right after a reallocation",
+        "rounded up to a multiple of 8, at least 64); *moving*: the capacity right after a reallocation",
         "(2 x width); *capacity = width*: no masked unit at all, i.e. what the method's per-step",
         "computation (width, mask, importance, prior) costs by itself. All include the",
         "controller's width check every 8 steps. Ratio = adaptive / plain Keras (best of 5",
@@ -504,7 +521,8 @@ def render(all_results):
         "## Reallocation and recompilation in a training run",
         "",
         "Hard two-spiral task (5000 points, 2 turns, 80% for training), two AdaptiveDense layers",
-        f"from {SPIRAL_INITIAL_UNITS} units, Adam 0.01, batch 128, 60 epochs. *realloc*: time inside the controller's",
+        f"from {SPIRAL_INITIAL_UNITS} units (capacity 64, the floor; {2 * SPIRAL_INITIAL_UNITS} without it),",
+        "Adam 0.01, batch 128, 60 epochs. *realloc*: time inside the controller's",
         "reallocations; *recompile*: the extra time of the first step after each rebuild over the",
         "median step. Shares are of the whole `fit`. *first step*: the first step of the fit,",
         "which compiles the step as it does for a plain model (the scale of one recompilation).",
@@ -563,7 +581,7 @@ def render(all_results):
         "## Time to accuracy: one adaptive run vs the grid of fixed widths",
         "",
         "Two hidden layers; the grid is the paper's {8, 16, 24, 128, 256} units per layer, each",
-        "width one run; the adaptive run starts at 16 units per layer. Same optimizer (Adam",
+        "width one run; the adaptive run starts at 16 units per layer (capacity 64). Same optimizer (Adam",
         "0.01), batch 128, epochs and seed for every run; test accuracy at the last epoch.",
         "",
         "| backend | task | grid: best acc (width) | grid total s | adaptive acc | adaptive s | "

@@ -118,14 +118,19 @@ def main(argv=None):
     test_accuracy = accuracy(model, x_test, y_test)
     print(f"\ntrained in {seconds:.1f} s  test accuracy {test_accuracy:.3f}  learned widths {widths}")
 
-    # Rebuilds of the compiled train step, per layer, against log2(final / initial) + 2.
+    # Rebuilds of the compiled train step, per layer, against log2(final / initial) + 2. A
+    # dense layer starts with 64 units of capacity (its floor), so narrow widths need none.
     print("\nreallocations (each rebuilds the compiled train step once):")
+    capacities = {layer.name: layer.capacity for layer in keras_awn.graph.adaptive_layers(model)}
     within_bound = True
     for name, width in widths.items():
         count = sum(event["layer"] == name for event in controller.reallocations)
         bound = abs(math.log2(width / args.initial_units)) + 2
         within_bound &= count <= bound
-        print(f"  {name}: {count} reallocation(s), bound {bound:.2f}")
+        print(
+            f"  {name}: width {width} in capacity {capacities[name]}, {count} reallocation(s), "
+            f"bound {bound:.2f}"
+        )
     print(f"  train step rebuilt {controller.rebuilds} time(s) in total")
 
     folder = args.output or tempfile.mkdtemp(prefix="keras_awn_spiral_")
@@ -147,7 +152,9 @@ def main(argv=None):
         )
 
     plain = keras_awn.strip(model)
-    strip_error = float(np.abs(plain.predict(x_test, verbose=0) - model.predict(x_test, verbose=0)).max())
+    reference = model.predict(x_test, verbose=0)
+    strip_error = float(np.abs(plain.predict(x_test, verbose=0) - reference).max())
+    logit_scale = float(np.abs(reference).max())
     plain_path = os.path.join(folder, "spiral_plain.keras")
     plain.save(plain_path)
     print(
@@ -158,11 +165,13 @@ def main(argv=None):
         "seconds": seconds,
         "test_accuracy": test_accuracy,
         "widths": widths,
+        "capacities": capacities,
         "rebuilds": controller.rebuilds,
         "reallocations": controller.reallocations,
         "within_rebuild_bound": within_bound,
         "reload_error": reload_error,
         "strip_error": strip_error,
+        "logit_scale": logit_scale,
         "truncation": truncation,
     }
 

@@ -52,7 +52,10 @@ class WidthController(keras.callbacks.Callback):
       `growth_factor * width`.
 
     Capacities are rounded up to a multiple of 8 (on CPU, odd sizes like 269 run matrix products
-    markedly slower than 264 or 256). So after any reallocation the width sits at about
+    markedly slower than 264 or 256), and never go below the layer's `min_capacity` (64 units
+    for dense, recurrent and graph layers: below that, masked units cost less per step than the
+    rebuild that would remove them; none for convolution filters and attention heads). So after
+    any reallocation the width sits at about
     `1 / growth_factor` of the capacity, and it must move by a constant factor before the next
     one: reallocations (each one rebuilds the compiled step) happen
     O(log(final width / initial width)) times per layer. A larger `growth_factor`
@@ -98,6 +101,9 @@ class WidthController(keras.callbacks.Callback):
             `max_units` also applies). A width asking for more runs at this capacity, with a
             warning, instead of allocating without bound when a width parameter diverges.
             Defaults to 8192. None removes the limit.
+        min_capacity: int >= 1 or None, the smallest capacity the controller gives a layer
+            (its `max_units` still applies). None (default) takes each layer's own
+            `min_capacity`; 1 lets capacities follow `growth_factor * width` all the way down.
         max_parameters: int >= 1 or None, a memory budget: the most scalars the model's weights
             may hold (the optimizer adds its slots per weight, e.g. two more for Adam). A growth
             that would exceed it is not made: the layers keep their capacity and their widths run
@@ -138,6 +144,7 @@ class WidthController(keras.callbacks.Callback):
         settle_after: int | None = 16,
         settled_headroom: float = 0.05,
         max_capacity: int | None = 8192,
+        min_capacity: int | None = None,
         max_parameters: int | None = None,
         verbose: int = 0,
     ):
@@ -184,6 +191,12 @@ class WidthController(keras.callbacks.Callback):
             raise ValueError(
                 f"`max_capacity` must be an integer >= 1 or None. Received: max_capacity={max_capacity!r}"
             )
+        if min_capacity is not None and (
+            isinstance(min_capacity, bool) or not isinstance(min_capacity, int) or min_capacity < 1
+        ):
+            raise ValueError(
+                f"`min_capacity` must be an integer >= 1 or None. Received: min_capacity={min_capacity!r}"
+            )
         if max_parameters is not None and (
             isinstance(max_parameters, bool) or not isinstance(max_parameters, int) or max_parameters < 1
         ):
@@ -201,6 +214,7 @@ class WidthController(keras.callbacks.Callback):
         self.settle_after = settle_after
         self.settled_headroom = float(settled_headroom)
         self.max_capacity = max_capacity
+        self.min_capacity = min_capacity
         self.max_parameters = max_parameters
         self.verbose = verbose
         self.reallocations = []
@@ -233,9 +247,12 @@ class WidthController(keras.callbacks.Callback):
         settled = layer._capacity_settled
         grow_at = capacity if settled else self.grow_threshold * capacity
         grows = (width >= grow_at if settled else width > grow_at) and capacity < self._limit(layer)
-        if grows or width < self.shrink_threshold * capacity:
-            reason = "grow" if grows else "shrink"
-            return self._reallocated_capacity(layer, width), reason
+        if grows:
+            return self._reallocated_capacity(layer, width), "grow"
+        if width < self.shrink_threshold * capacity:
+            target = self._reallocated_capacity(layer, width)
+            # At the capacity floor a narrow width is no reason to reallocate.
+            return (target, "shrink") if target < capacity else (capacity, None)
         recent = self._recent_widths.get(id(layer), [])
         # A layer that grew out of a settled capacity waits twice as long before settling again,
         # so a slowly drifting width cannot make the policy rebuild over and over.
@@ -246,7 +263,10 @@ class WidthController(keras.callbacks.Callback):
             window = recent[-settle_after:]
             high = max(window)
             if high - min(window) <= self._settle_margin(high):
-                target = min(_bounded(layer, self.settled_capacity(high)), self._limit(layer))
+                target = min(
+                    _bounded(layer, max(self.settled_capacity(high), self._floor(layer))),
+                    self._limit(layer),
+                )
                 # Tighten only when it saves a fifth of the capacity and more than a few units:
                 # each change rebuilds the step, and a few masked units cost less than that.
                 if capacity >= 1.25 * target and capacity - target >= _MIN_SETTLE_SAVING:
@@ -257,8 +277,9 @@ class WidthController(keras.callbacks.Callback):
         return max(2, math.ceil(self.settled_headroom * width))
 
     def settled_capacity(self, width: int) -> int:
-        """The capacity a layer settled at `width` gets (before its `max_units` applies): the
-        width plus `max(2, settled_headroom * width)` units, rounded up to a multiple of 8."""
+        """The capacity a layer settled at `width` gets (before its `min_capacity` and
+        `max_units` apply): the width plus `max(2, settled_headroom * width)` units, rounded up
+        to a multiple of 8."""
         return _aligned(width + self._settle_margin(width))
 
     def _limit(self, layer) -> float:
@@ -269,9 +290,13 @@ class WidthController(keras.callbacks.Callback):
             limit = min(limit, max(self.max_capacity, layer.capacity))
         return limit
 
+    def _floor(self, layer) -> int:
+        """The smallest capacity this controller gives `layer` (see `min_capacity`)."""
+        return layer.min_capacity if self.min_capacity is None else self.min_capacity
+
     def _reallocated_capacity(self, layer, width: int) -> int:
         """The capacity after growing or shrinking `layer` around `width`."""
-        capacity = _bounded(layer, _aligned(self.growth_factor * width))
+        capacity = _bounded(layer, max(_aligned(self.growth_factor * width), self._floor(layer)))
         if capacity > self._limit(layer):
             capacity = int(self._limit(layer))
             if id(layer) not in self._warned_limit:

@@ -19,10 +19,18 @@ def spiral_data(num_examples=256, seed=0):
     return datasets.spirals(num_examples, turns=1.0, noise=0.05, seed=seed)
 
 
+def _small_capacity(units, layer_kwargs):
+    """`layer_kwargs` with a capacity of twice `units` unless given: below the dense layers'
+    64-unit floor, so that the tests' short fits reallocate."""
+    return {"capacity": 2 * units, **layer_kwargs}
+
+
 def sequential_model(initial_units=(8, 8), activation="relu", **layer_kwargs):
     layers = [keras.Input((2,))]
     layers += [
-        keras_awn.layers.AdaptiveDense(units, activation=activation, **layer_kwargs)
+        keras_awn.layers.AdaptiveDense(
+            units, activation=activation, **_small_capacity(units, layer_kwargs)
+        )
         for units in initial_units
     ]
     layers.append(keras.layers.Dense(2))
@@ -33,7 +41,9 @@ def functional_model(initial_units=(8, 8), **layer_kwargs):
     inputs = keras.Input((2,))
     x = inputs
     for units in initial_units:
-        x = keras_awn.layers.AdaptiveDense(units, activation="relu", **layer_kwargs)(x)
+        x = keras_awn.layers.AdaptiveDense(
+            units, activation="relu", **_small_capacity(units, layer_kwargs)
+        )(x)
     outputs = keras.layers.Dense(2)(x)
     return keras_awn.Model(inputs, outputs)
 

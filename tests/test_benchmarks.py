@@ -31,4 +31,4 @@ def test_performance_benchmark_runs_in_quick_mode():
     # One step-time row (width 16, batch 32) and one row per capacity policy of the spiral run
     # (two policies in quick mode).
     assert len([r for r in rows if "| 16 | 32 |" in r]) == 1
-    assert len([r for r in rows if "growth" in r or "settling" in r]) == 2
+    assert len([r for r in rows if "floor" in r]) == 2

@@ -23,13 +23,46 @@ from tests import helpers
     ],
 )
 def test_capacity_policy(width, capacity, expected):
+    # The growth arithmetic alone: no capacity floor (see test_capacity_floor).
     layer = keras_awn.layers.AdaptiveDense(8, capacity=capacity, max_units=64)
-    assert WidthController().target_capacity(layer, width) == expected
+    assert WidthController(min_capacity=1).target_capacity(layer, width) == expected
+
+
+@pytest.mark.parametrize(
+    "layer_kwargs,controller_kwargs,width,expected",
+    [
+        # A dense layer's floor is 64 units.
+        ({"capacity": 20}, {}, 17, 64),  # grows to max(2 * 17 -> 40, 64)
+        ({"capacity": 20}, {}, 40, 80),  # above the floor: 2 * width
+        ({"capacity": 20}, {}, 4, 20),  # "shrinking" to 64 would grow it: no change
+        ({"capacity": 400}, {}, 4, 64),  # shrinks to the floor, not to 8
+        ({"capacity": 64}, {}, 2, 64),  # at the floor: no change however narrow
+        ({"capacity": 20, "max_units": 48}, {}, 17, 48),  # the floor within max_units
+        # A controller's own min_capacity applies to every layer.
+        ({"capacity": 20}, {"min_capacity": 32}, 17, 40),
+        ({"capacity": 400}, {"min_capacity": 32}, 4, 32),
+    ],
+)
+def test_capacity_floor(layer_kwargs, controller_kwargs, width, expected):
+    layer = keras_awn.layers.AdaptiveDense(8, **layer_kwargs)
+    assert WidthController(**controller_kwargs).target_capacity(layer, width) == expected
+
+
+def test_default_capacity_has_the_family_floor():
+    dense = keras_awn.layers.AdaptiveDense
+    assert dense(8).capacity == 64 and dense(40).capacity == 80
+    assert dense(8, max_units=20).capacity == 20
+    assert dense(8, capacity=12).capacity == 12  # an explicit capacity is kept
+    # Convolution filters and attention heads have no floor: twice the initial width.
+    assert keras_awn.layers.AdaptiveConv2D(8, 3).capacity == 16
+    assert keras_awn.layers.AdaptiveMultiHeadAttention(2, key_dim=4).capacity == 4
+    conv = keras_awn.layers.AdaptiveConv2D(8, 3, capacity=20)
+    assert WidthController().target_capacity(conv, 17) == 40
 
 
 @pytest.mark.parametrize("width", [5, 17, 100, 131, 1000])
 def test_controller_capacities_are_multiples_of_eight(width):
-    controller = WidthController()
+    controller = WidthController(min_capacity=1)
     grown = controller.target_capacity(keras_awn.layers.AdaptiveDense(4, capacity=4), width)
     assert grown % 8 == 0 and 2 * width <= grown < 2 * width + 8
     margin = max(2, int(np.ceil(0.05 * width)))
@@ -39,7 +72,7 @@ def test_controller_capacities_are_multiples_of_eight(width):
 
 def test_policy_respects_min_units():
     layer = keras_awn.layers.AdaptiveDense(20, capacity=100, min_units=20)
-    assert WidthController().target_capacity(layer, 3) == 20
+    assert WidthController(min_capacity=1).target_capacity(layer, 3) == 20
 
 
 @pytest.mark.parametrize(
@@ -56,6 +89,9 @@ def test_policy_respects_min_units():
         ({"settle_after": 2.5}, "settle_after=2.5"),
         ({"settled_headroom": 1.0}, "settled_headroom=1.0"),
         ({"settled_headroom": -0.1}, "settled_headroom=-0.1"),
+        ({"min_capacity": 0}, "min_capacity=0"),
+        ({"min_capacity": 8.0}, "min_capacity=8.0"),
+        ({"min_capacity": True}, "min_capacity=True"),
     ],
 )
 def test_controller_rejects_bad_arguments(kwargs, message):
@@ -66,17 +102,18 @@ def test_controller_rejects_bad_arguments(kwargs, message):
 def test_controller_grows_capacity_during_fit():
     x, y = helpers.spiral_data(256)
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
-    # Start both layers too narrow for their width so that the controller must grow them.
+    # Start both layers too narrow for their width (default capacity 64, the floor) so that
+    # the controller must grow them.
     controller = WidthController(check_every=2)
     model.build((None, 2))
     for layer in keras_awn.graph.adaptive_layers(model):
-        layer.width_parameter.assign(layer.distribution.raw_for_width(30, layer.quantile))
+        layer.width_parameter.assign(layer.distribution.raw_for_width(60, layer.quantile))
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     assert controller.reallocations, "the controller never reallocated"
     assert controller.rebuilds >= 1
     for layer in keras_awn.graph.adaptive_layers(model):
         assert layer.capacity >= layer.desired_units
-        assert layer.capacity > 8
+        assert layer.capacity > 64
     # The model keeps training after the reallocations.
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
@@ -136,7 +173,7 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
 
 def test_settled_layer_grows_only_when_its_width_reaches_the_capacity():
     layer = keras_awn.layers.AdaptiveDense(100, capacity=105)
-    controller = WidthController()
+    controller = WidthController(min_capacity=1)
     layer._capacity_settled = True
     assert controller._decide(layer, 104) == (105, None)  # 104 > 0.8 * 105, but settled
     assert controller._decide(layer, 105) == (216, "grow")  # 210 rounded up to 8s
@@ -167,22 +204,22 @@ def test_settling_needs_a_stable_window_and_a_real_saving():
 
 def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
     x, y = helpers.spiral_data(256)
-    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8), capacity=16))
     model.build((None, 2))
-    first, second = keras_awn.graph.adaptive_layers(model)  # capacities 16 and 16
+    first, second = keras_awn.graph.adaptive_layers(model)
     first.width_parameter.assign(first.distribution.raw_for_width(14, first.quantile))  # > 0.8
     second.width_parameter.assign(second.distribution.raw_for_width(11, second.quantile))  # > 0.65
-    controller = WidthController(width_warmup_epochs=5)  # widths stay put
+    controller = WidthController(width_warmup_epochs=5, min_capacity=1)  # widths stay put
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
     assert controller.rebuilds == 1
     assert (first.capacity, second.capacity) == (32, 24)  # 2 * width, rounded up to 8s
     # Below halfway (0.65 * 16 = 10.4), a layer is left alone.
-    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8), capacity=16))
     model.build((None, 2))
     first, second = keras_awn.graph.adaptive_layers(model)
     first.width_parameter.assign(first.distribution.raw_for_width(14, first.quantile))
     second.width_parameter.assign(second.distribution.raw_for_width(10, second.quantile))
-    controller = WidthController(width_warmup_epochs=5)
+    controller = WidthController(width_warmup_epochs=5, min_capacity=1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
     assert (first.capacity, second.capacity) == (32, 16)
 

@@ -199,7 +199,9 @@ def grown_and_saved(name, path):
     family, model = trained(name)
     layers = graph.adaptive_layers(model)
     reallocation.resize(model, {layer: layer.capacity + 3 for layer in layers})
-    model.fit(**family.fit_arguments(epochs=1, verbose=0))
+    # A controller that keeps these capacities (the default one may shrink a narrow width back
+    # to its layer's default capacity).
+    model.fit(**family.fit_arguments(epochs=1, verbose=0, callbacks=[frozen_controller()]))
     model.save(path)
     return family, model
 
@@ -277,10 +279,12 @@ def test_truncate_zero_and_strip_predict_the_same(name):
     family, model = trained(name, epochs=2)
     probe = family.probe()
     reference = predictions(model, probe)
-    np.testing.assert_allclose(predictions(keras_awn.truncate(model, fraction=0.0), probe), reference, atol=1e-5)
+    # float32 round-off of the same sums in another order (logits reach about 100 here).
+    tolerance = dict(atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(predictions(keras_awn.truncate(model, fraction=0.0), probe), reference, **tolerance)
     plain = keras_awn.strip(model)
     assert not [layer for layer in graph.walk(plain) if isinstance(layer, AdaptiveWidthLayer)]
-    np.testing.assert_allclose(predictions(plain, probe), reference, atol=1e-5)
+    np.testing.assert_allclose(predictions(plain, probe), reference, **tolerance)
     # Truncating does drop units: a smaller model computes a (slightly) different function.
     smaller = keras_awn.truncate(model, fraction=0.5)
     assert sum(keras_awn.widths(smaller).values()) < sum(keras_awn.widths(model).values())

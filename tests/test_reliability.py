@@ -154,9 +154,9 @@ def test_weights_checkpoints_written_after_reallocations_load_and_resume(tmp_pat
     assert np.isfinite(history.history["loss"][-1])
     # A plain Keras model cannot know how to resize: a clear error names the layer.
     inputs = keras.Input((2,))
-    hidden = keras_awn.layers.AdaptiveDense(6, activation="relu", name="plain_hidden")(inputs)
+    hidden = keras_awn.layers.AdaptiveDense(6, activation="relu", capacity=12, name="plain_hidden")(inputs)
     plain = keras.Model(inputs, keras.layers.Dense(2)(
-        keras_awn.layers.AdaptiveDense(6, activation="relu")(hidden)))
+        keras_awn.layers.AdaptiveDense(6, activation="relu", capacity=12)(hidden)))
     with pytest.raises(ValueError, match="plain_hidden"):
         plain.load_weights(path)
 

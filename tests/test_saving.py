@@ -29,7 +29,7 @@ BUILDERS = {
 }
 
 
-def widen(model, units=30):
+def widen(model, units=60):
     """Makes every adaptive layer ask for more units than it has, so fit must reallocate."""
     for layer in graph.adaptive_layers(model):
         layer.width_parameter.assign(layer.distribution.raw_for_width(units, layer.quantile))

@@ -67,6 +67,8 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
 
     # The heads feed this layer's own output projection; its output size is fixed.
     exposes_units = False
+    # A head costs `key_dim` projections per token: no capacity floor (see AdaptiveWidthLayer).
+    min_capacity = 1
 
     def __init__(
         self,

@@ -92,6 +92,10 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
           Networks", ICLR 2026.
     """
 
+    # A filter costs one product per output position: no capacity floor (see
+    # AdaptiveWidthLayer).
+    min_capacity = 1
+
     def __init__(
         self,
         initial_filters: int,

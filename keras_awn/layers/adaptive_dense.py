@@ -38,7 +38,7 @@ class AdaptiveDense(AdaptiveWidthLayer):
         min_units: int >= 1, lower bound on the width. Defaults to 1.
         max_units: int or None, upper bound on the width. Defaults to None (unbounded).
         capacity: int or None, units physically allocated at build. Defaults to twice
-            `initial_units`.
+            `initial_units`, and at least 64 (`min_capacity`), within `max_units`.
         importance_normalization: `"mean"` (default, importances average 1) or `"sum"` (the
             paper, importances sum to 1).
         weight_prior_scale: standard deviation of the Gaussian weight prior, or None.

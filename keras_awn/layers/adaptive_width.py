@@ -86,8 +86,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         min_units: int >= 1, lower bound on the width. Defaults to 1.
         max_units: int >= `min_units` or None (unbounded, the default), upper bound on the width
             and on the capacity.
-        capacity: int or None, units physically allocated. Defaults to twice `initial_units`
-            (capped by `max_units`) so the width can grow before the first reallocation.
+        capacity: int or None, units physically allocated. Defaults to twice `initial_units`,
+            and at least the family's `min_capacity` (64 units for dense, recurrent and graph
+            layers), capped by `max_units`, so the width can grow before the first
+            reallocation.
         importance_normalization: `"mean"` (default: the active importances average 1, so
             activations keep their scale) or `"sum"` (the paper: they sum to 1). The default was
             chosen by the settings study (docs/choosing-settings.md): with `"sum"` the widths
@@ -101,6 +103,12 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     # Whether the units are the last axis of the output (see the class docstring).
     exposes_units = True
+    # The smallest capacity a layer of this family gets by default and from `WidthController`
+    # (within its `max_units`). Below 64 units a masked unit of a dense layer costs less per
+    # step than the rebuild, and on JAX and TensorFlow the recompilation, that growing later
+    # takes (docs/performance.md, the spiral table). Families whose unit costs much more per
+    # example (a convolution filter, an attention head) set 1: no floor.
+    min_capacity = 64
 
     def __init__(
         self,
@@ -152,7 +160,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self.weight_prior_scale = None if weight_prior_scale is None else float(weight_prior_scale)
         self.width_prior = validate_width_prior(width_prior)
         if capacity is None:
-            capacity = 2 * initial_units
+            capacity = max(2 * initial_units, self.min_capacity)
             if max_units is not None:
                 capacity = min(capacity, max_units)
         self.capacity = capacity

@@ -17,7 +17,7 @@ def built_layer(input_dim=3, **kwargs):
 
 
 def test_weights_shapes_and_output_shape():
-    layer = built_layer(initial_units=10, activation="relu")
+    layer = built_layer(initial_units=10, activation="relu", capacity=20)
     assert layer.capacity == 20
     assert [tuple(v.shape) for v in layer.trainable_weights] == [(3, 20), (20,), ()]
     x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
@@ -57,7 +57,7 @@ def test_starts_at_initial_units(units, distribution):
 
 
 def test_width_is_clamped_by_min_max_and_capacity():
-    layer = built_layer(initial_units=10, min_units=12, max_units=40)
+    layer = built_layer(initial_units=10, min_units=12, max_units=40, capacity=20)
     assert layer.desired_units == 12
     layer.width_parameter.assign(layer.distribution.raw_for_width(500, layer.quantile))
     assert layer.desired_units == 40
@@ -66,6 +66,7 @@ def test_width_is_clamped_by_min_max_and_capacity():
 
 def test_default_capacity_is_capped_by_max_units():
     assert AdaptiveDense(10, max_units=15).capacity == 15
+    assert AdaptiveDense(10, max_units=100).capacity == 64  # the floor, within max_units
     assert AdaptiveDense(10, capacity=11).capacity == 11
 
 
@@ -136,12 +137,12 @@ def test_config_round_trip():
 def test_no_bias():
     layer = built_layer(initial_units=4, use_bias=False)
     assert len(layer.trainable_weights) == 2
-    assert tuple(layer(np.ones((1, 3), "float32")).shape) == (1, 8)
+    assert tuple(layer(np.ones((1, 3), "float32")).shape) == (1, layer.capacity) == (1, 64)
 
 
 def test_three_dimensional_inputs():
     layer = built_layer(initial_units=4)
-    assert tuple(layer(np.ones((2, 5, 3), "float32")).shape) == (2, 5, 8)
+    assert tuple(layer(np.ones((2, 5, 3), "float32")).shape) == (2, 5, layer.capacity) == (2, 5, 64)
 
 
 BAD_ARGUMENTS = [
