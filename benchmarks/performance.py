@@ -15,7 +15,8 @@ two measurements taken in that same process. Parts:
   spent reallocating and recompiling as a share of the run, reallocations per layer, for the
   default capacity policy and variants of it (the trade-off between masked units and rebuilds).
 - `memory`: peak memory of training the adaptive model vs the plain one (state bytes, exactly,
-  and the growth of the process' peak resident memory, each model in a fresh process).
+  and the growth of the process' peak resident memory, each model in fresh processes, median of
+  3).
 - `accuracy`: time to accuracy, one adaptive run vs the grid of fixed widths {8, 16, 24, 128,
   256} of the paper, on the hard two-spiral task and scikit-learn's digits.
 
@@ -174,14 +175,16 @@ def run_steps(quick):
 
 # Narrower than the widths the task needs (about 20-40), so that the run reallocates.
 SPIRAL_INITIAL_UNITS = 8
-# Controller arguments per policy. "no capacity floor" also starts the layers at twice their
-# initial width (the default capacity without the floor), so it shows what the floor saves.
+# Controller arguments per policy. Without the capacity floor the layers also start at twice
+# their initial width (the default capacity without the floor): these rows show what the floor
+# saves, and the growth policy's trade-off where it acts (with the floor this task needs no
+# rebuild whatever the growth policy).
 SPIRAL_POLICIES = {
-    "default (growth 2, settle after 16 checks, floor 64)": {},
-    "no capacity floor": {"min_capacity": 1},
-    "no settling": {"settle_after": None},
-    "growth 1.5": {"growth_factor": 1.5, "shrink_threshold": 0.25},
-    "growth 3": {"growth_factor": 3.0, "shrink_threshold": 0.2},
+    "default (floor 64, growth 2, settle after 16 checks)": {},
+    "no floor": {"min_capacity": 1},
+    "no floor, no settling": {"min_capacity": 1, "settle_after": None},
+    "no floor, growth 1.5": {"min_capacity": 1, "growth_factor": 1.5, "shrink_threshold": 0.25},
+    "no floor, growth 3": {"min_capacity": 1, "growth_factor": 3.0, "shrink_threshold": 0.2},
 }
 
 
@@ -377,6 +380,32 @@ def _label(backend, tag=None):
     return f"{backend} ({tag})" if tag else backend
 
 
+# Peak RSS of one process moves by tens of MiB from run to run (the backend's compiler and
+# allocator): each variant runs in this many fresh processes, interleaved, and the median counts.
+MEMORY_REPEATS = 3
+
+
+def _measure_memory(backend, extra, quick):
+    rows = []
+    for width in (64,) if quick else MEMORY_WIDTHS:
+        runs = {}
+        for _ in range(1 if quick else MEMORY_REPEATS):
+            for variant in ("plain", "settled", "moving"):
+                runs.setdefault(variant, []).append(
+                    _worker(backend, ["memory_one", variant, str(width), *extra])
+                )
+        for variant, repeats in runs.items():
+            growths = sorted(run["peak_rss_growth_kib"] for run in repeats)
+            rows.append(
+                {
+                    **repeats[0],
+                    "peak_rss_growth_kib": growths[len(growths) // 2],
+                    "peak_rss_repeats_kib": [run["peak_rss_growth_kib"] for run in repeats],
+                }
+            )
+    return rows
+
+
 def measure(backend, parts, quick, tag=None, folder=RESULTS):
     path = _results_path(backend, tag, folder)
     results = {}
@@ -388,11 +417,7 @@ def measure(backend, parts, quick, tag=None, folder=RESULTS):
         started = time.perf_counter()
         extra = ["quick"] if quick else []
         if part == "memory":
-            results[part] = [
-                _worker(backend, ["memory_one", variant, str(width), *extra])
-                for width in ((64,) if quick else MEMORY_WIDTHS)
-                for variant in ("plain", "settled", "moving")
-            ]
+            results[part] = _measure_memory(backend, extra, quick)
         else:
             results[part] = _worker(backend, [part, *extra])
         print(f"[{backend}] {part} done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -552,7 +577,8 @@ def render(all_results):
         "Two hidden layers of the given active width, batch 1024, 3 epochs, each model trained in",
         "a fresh process. *state*: bytes of the model and optimizer variables (exact); *peak RSS*:",
         "growth of the process' peak resident memory during build and training (includes the",
-        "backend's compilation and allocator caches). Ratios are adaptive / plain; *settled extra",
+        "backend's compilation and allocator caches; the median of 3 processes per model, run",
+        "interleaved: one process varies by tens of MiB). Ratios are adaptive / plain; *settled extra",
         "RSS*: settled minus plain peak RSS, in MiB. The narrow model shows the part of the extra",
         "memory that does not grow with the model.",
         "",
