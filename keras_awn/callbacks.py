@@ -296,7 +296,9 @@ class WidthController(keras.callbacks.Callback):
 
     def _reallocated_capacity(self, layer, width: int) -> int:
         """The capacity after growing or shrinking `layer` around `width`."""
-        capacity = _bounded(layer, max(_aligned(self.growth_factor * width), self._floor(layer)))
+        # The floor yields to the limit: only a width that asks for more than it warns below.
+        floor = min(self._floor(layer), self._limit(layer))
+        capacity = _bounded(layer, max(_aligned(self.growth_factor * width), floor))
         if capacity > self._limit(layer):
             capacity = int(self._limit(layer))
             if id(layer) not in self._warned_limit:

@@ -48,6 +48,17 @@ def test_capacity_floor(layer_kwargs, controller_kwargs, width, expected):
     assert WidthController(**controller_kwargs).target_capacity(layer, width) == expected
 
 
+def test_the_floor_yields_to_max_capacity_without_a_warning():
+    import warnings
+
+    layer = keras_awn.layers.AdaptiveDense(8, capacity=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 13 units fit in 32: nothing to warn about
+        assert WidthController(max_capacity=32).target_capacity(layer, 13) == 32
+    with pytest.warns(UserWarning, match="asks for 20 units"):
+        assert WidthController(max_capacity=32).target_capacity(layer, 20) == 32
+
+
 def test_default_capacity_has_the_family_floor():
     dense = keras_awn.layers.AdaptiveDense
     assert dense(8).capacity == 64 and dense(40).capacity == 80
