@@ -82,8 +82,11 @@ class WidthController(keras.callbacks.Callback):
     Args:
         num_examples: int or None, the number of training examples N. None (default) takes the
             value inferred by `keras_awn.Model.fit`.
-        check_every: int >= 1, the number of steps between width checks. Defaults to 8. Each
-            check reads the width parameters from the device.
+        check_every: int >= 1, the number of steps between width checks. Defaults to 8. A
+            check inside an epoch decides on the width parameters it read at the previous check
+            (`check_every` steps earlier) and starts reading the current ones, so that it never
+            waits for the running step; the checks at the start of training and at epoch ends
+            read the current values.
         growth_factor: float > 1, the capacity allocated per unit of width. Defaults to 2.0.
         grow_threshold: float in (0, 1], the share of the capacity the width may reach before
             the capacity grows. Defaults to 0.8.
@@ -230,6 +233,8 @@ class WidthController(keras.callbacks.Callback):
         # grew out of a settled capacity.
         self._recent_widths = {}
         self._regrowths = {}
+        # `(layers, read)` from the previous check inside the epoch (see `_check`).
+        self._requested = None
         # Per layer (by id): the last finite width parameter seen, restored if it diverges.
         self._last_finite = {}
         self._warned_limit = set()
@@ -365,7 +370,7 @@ class WidthController(keras.callbacks.Callback):
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
         # every batch's callbacks synchronously.
         if self._steps and self._steps % self.check_every == 0:
-            self._check(self._model)
+            self._check(self._model, lagged=True)
         self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
@@ -390,12 +395,28 @@ class WidthController(keras.callbacks.Callback):
             return layer.active_units
         return layer.active_units_on_host(value)
 
-    def _check(self, model):
+    def _check(self, model, lagged=False):
+        """Decides on every layer's capacity from its width parameter.
+
+        `lagged` (the checks inside an epoch): decide on the values requested at the previous
+        check, and request the current ones for the next, so that reading never waits for the
+        running step (`reallocation.request_values`). The first check of an epoch only
+        requests. The checks at the start of training and at epoch ends read the current values.
+        """
         layers = [layer for layer in self._layers if layer.built]
         if not layers:
             return
         # Read only the width parameters: no full state sync unless something is resized.
-        values = reallocation.current_values(model, [layer.width_parameter for layer in layers])
+        variables = [layer.width_parameter for layer in layers]
+        if lagged:
+            requested = self._requested
+            self._requested = (layers, reallocation.request_values(model, variables))
+            if requested is None or requested[0] != layers:
+                return
+            values = requested[1]()
+        else:
+            self._requested = None
+            values = reallocation.current_values(model, variables)
         plan, widths, reasons = {}, {}, {}
         diverged = []
         for layer, value in zip(layers, values):

@@ -173,8 +173,10 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     assert [layer.capacity for layer in layers] == [112, 112]
     assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
     assert controller.rebuilds == 1  # both layers in one reallocation
-    # The fourth check: at the start of training, then before steps 1, 2 and 3.
-    assert all(e["step"] == 3 for e in controller.reallocations)
+    # The fourth decision: at the start of training, then before steps 2, 3 and 4. Inside an
+    # epoch each check decides on the widths read at the previous one; the check before step 1
+    # only reads.
+    assert all(e["step"] == 4 for e in controller.reallocations)
     # A new fit (a new controller) keeps the tightened capacity while the width stays put,
     # although the width is above grow_threshold * capacity.
     again = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
@@ -244,14 +246,20 @@ def test_current_values_match_the_synced_model_mid_epoch():
         def on_train_batch_begin(self, batch, logs=None):
             if batch in (3, 5):
                 variables = [l.width_parameter for l in keras_awn.graph.adaptive_layers(self._model)]
+                if batch == 3:
+                    requested.append(keras_awn.reallocation.request_values(self._model, variables))
                 running = keras_awn.reallocation.current_values(self._model, variables)
                 self.model  # on JAX, reading `callback.model` syncs the running state
                 synced = [ops.convert_to_numpy(v) for v in variables]
                 seen.append((running, synced))
 
+    requested = []
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[Compare()])
     assert len(seen) == 2
     for running, synced in seen:
         np.testing.assert_array_equal(np.array(running), np.array(synced))
     # The width parameters moved between the two batches, so the values are not stale.
     assert not np.array_equal(np.array(seen[0][0]), np.array(seen[1][0]))
+    # Values requested at batch 3 and read after the fit (on JAX, after later steps donated
+    # the buffers they were requested from) are those of batch 3.
+    np.testing.assert_array_equal(np.array(requested[0]()), np.array(seen[0][1]))
