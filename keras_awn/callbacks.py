@@ -74,6 +74,9 @@ class WidthController(keras.callbacks.Callback):
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged; see `keras_awn.reallocation`.
 
+    At the end of each epoch the controller puts each layer's width in the epoch's logs, as
+    `<layer name>_width` (the progress bar and `History` show it).
+
     The controller also gives each layer the number of training examples N, which scales the
     prior in the loss (the ELBO per example). `keras_awn.Model` and `keras_awn.Sequential` infer
     N from array inputs to `fit` and attach a controller themselves; pass one explicitly for a
@@ -377,7 +380,7 @@ class WidthController(keras.callbacks.Callback):
         self._check(self._model)
         if logs is not None:
             for layer in self._layers:
-                logs.setdefault(f"{layer.name}_width", self._active_units(layer))
+                logs[f"{layer.name}_width"] = self._active_units(layer)
 
     def on_train_end(self, logs=None):
         self._restore_diverged_width_parameters()

@@ -66,6 +66,8 @@ def test_fit_reports_widths_in_history_and_widths(kind):
         assert len(history.history[key]) == 3
         assert all(1 <= w <= layer.capacity for w in history.history[key])
         assert reported[layer.name] == layer.active_units
+        # The last epoch's entry is the width the model ends with.
+        assert history.history[key][-1] == layer.active_units
     assert all(np.isfinite(history.history["loss"]))
 
 

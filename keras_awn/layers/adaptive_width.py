@@ -326,7 +326,9 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def _masked_square_sum(self, variable, masks):
         """Sum of squares of the active entries of `variable`; `masks` maps axis -> mask."""
-        squares = ops.square(ops.cast(variable, "float32"))
+        if keras.backend.standardize_dtype(variable.dtype) != "float32":
+            variable = ops.cast(variable, "float32")
+        squares = ops.square(variable)
         masked_axes = sorted(masks)
         other_axes = tuple(a for a in range(len(variable.shape)) if a not in masks)
         if other_axes:
@@ -353,7 +355,16 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         Args:
             unit_mask: this layer's `unit_mask()` when the caller has computed it already.
         """
-        total = ops.zeros((), "float32")
+        prior = self._prior(unit_mask, 1.0)
+        return ops.zeros((), "float32") if prior is None else prior
+
+    def _prior(self, unit_mask, factor):
+        """`factor * prior_loss(unit_mask)`, or None without any prior.
+
+        The factor is folded into the constants: on eager backends (torch) each op of the step
+        costs a dispatch.
+        """
+        total = None
         if self.weight_prior_scale is not None:
             output_mask = self.unit_mask() if unit_mask is None else unit_mask
             producer = self._width_links.producer
@@ -366,11 +377,12 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                     masks[input_axes[id(variable)]] = input_mask
                 term = self._masked_square_sum(variable, masks)
                 squares = term if squares is None else squares + term
-            total = squares * (1.0 / (2.0 * self.weight_prior_scale**2))
+            total = squares * (factor / (2.0 * self.weight_prior_scale**2))
         if self.width_prior is not None:
             mean = self.distribution.raw_for_width(self.width_prior["mean_units"], self.quantile)
             deviation = ops.cast(self._learned_width_parameter(), "float32") - mean
-            total = total + ops.square(deviation) / (2.0 * self.width_prior["scale"] ** 2)
+            term = ops.square(deviation) * (factor / (2.0 * self.width_prior["scale"] ** 2))
+            total = term if total is None else total + term
         return total
 
     def _has_prior(self):
@@ -389,13 +401,13 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 stacklevel=3,
             )
         if self._prior_in_call and self._num_examples is not None and self._has_prior():
-            self.add_loss(self.prior_loss(unit_mask) * (1.0 / self._num_examples))
+            self.add_loss(self._prior(unit_mask, 1.0 / self._num_examples))
 
     def scaled_prior_loss(self):
         """The prior scaled by 1/N, or None while N is unknown or the layer has no prior."""
         if self._num_examples is None or not self._has_prior():
             return None
-        return self.prior_loss() * (1.0 / self._num_examples)
+        return self._prior(None, 1.0 / self._num_examples)
 
     # -- Loading -------------------------------------------------------------------------------
 
