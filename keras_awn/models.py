@@ -11,9 +11,8 @@ They differ from their Keras parents in three ways, all backend-agnostic:
   refuses readers that cannot follow its width, and applies the paper's compensating
   initialisation to them.
 
-The widths are not Keras metrics updated in every step: on PyTorch that cost about 7% of a
-256-unit MLP's step time, for a value that only moves when the width parameters do and that the
-controller reads anyway.
+The widths are not Keras metrics updated in every step: on PyTorch each step would compute every
+width once more, eagerly, for a value that the controller reads anyway.
 """
 
 import inspect
