@@ -390,13 +390,17 @@ def _running_arrays(model, variables):
     state = getattr(model, "_jax_state", None)
     if not state or getattr(model, "_jax_state_synced", True):
         return None
-    running = state.get("trainable_variables")
-    if not running:
+    # Frozen layers (`trainable = False`) keep their width parameter with the non-trainable state.
+    arrays = {}
+    for key, model_variables in (
+        ("trainable_variables", model.trainable_variables),
+        ("non_trainable_variables", model.non_trainable_variables),
+    ):
+        for variable, array in zip(model_variables, state.get(key) or ()):
+            arrays[id(variable)] = array
+    if not all(id(v) in arrays for v in variables):
         return None
-    positions = {id(v): i for i, v in enumerate(model.trainable_variables)}
-    if not all(id(v) in positions for v in variables):
-        return None
-    return [running[positions[id(v)]] for v in variables]
+    return [arrays[id(v)] for v in variables]
 
 
 def current_values(model, variables) -> list:

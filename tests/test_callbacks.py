@@ -237,6 +237,25 @@ def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
     assert (first.capacity, second.capacity) == (32, 16)
 
 
+def test_a_frozen_adaptive_layer_keeps_its_width_while_the_others_train():
+    # A frozen layer's width parameter is not trainable: the checks inside an epoch read it from
+    # the non-trainable part of the running state (on JAX the variables themselves are purged).
+    x, y = helpers.spiral_data(256)
+    model = helpers.sequential_model(initial_units=(8, 8))
+    model.build((None, 2))
+    frozen, training = keras_awn.graph.adaptive_layers(model)
+    frozen.trainable = False
+    model = helpers.compile_classifier(model)
+    before = [float(ops.convert_to_numpy(l.width_parameter)) for l in (frozen, training)]
+    controller = WidthController(check_every=2)
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    after = [float(ops.convert_to_numpy(l.width_parameter)) for l in (frozen, training)]
+    assert after[0] == before[0]
+    assert after[1] != before[1]
+    assert history.history[f"{frozen.name}_width"] == [frozen.active_units] * 2
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
 def test_current_values_match_the_synced_model_mid_epoch():
     x, y = helpers.spiral_data(256)
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
