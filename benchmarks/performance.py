@@ -10,7 +10,9 @@ two measurements taken in that same process. Parts:
 - `steps`: step time of an MLP with two AdaptiveDense layers vs a plain Keras MLP with the same
   active widths (64, 256, 1024) at batch 128 and 1024, with the capacity the controller keeps
   once widths have settled (width + 5%, at least 2 units) and while they move (2 x width). The
-  controller checks the widths every 8 steps as in a normal fit, but never reallocates.
+  controller checks the widths every 8 steps as in a normal fit, but never reallocates. At
+  capacity = width, the same model with the width gradient, the weight prior or the in-epoch
+  checks switched off in turn shows what each part of the per-step computation costs.
 - `spiral`: one adaptive training run on the hard two-spiral task (5000 points, 2 turns): time
   spent reallocating and recompiling as a share of the run, reallocations per layer, for the
   default capacity policy and variants of it (the trade-off between masked units and rebuilds).
@@ -64,11 +66,24 @@ def _compile(keras, model, learning_rate=1e-3):
     return model
 
 
-def _mlp(keras, keras_awn, width, capacity=None, inputs=FEATURES, classes=CLASSES, l2=None):
+def _mlp(
+    keras,
+    keras_awn,
+    width,
+    capacity=None,
+    inputs=FEATURES,
+    classes=CLASSES,
+    l2=None,
+    weight_prior_scale=1.0,
+    width_gradient=True,
+):
     """Plain Keras MLP (capacity None) or the adaptive one at active width `width`.
 
     `l2`: a plain MLP whose hidden layers carry an L2 penalty on kernel and bias, the same kind
     of term as the adaptive layers' Gaussian weight prior (what the method's objective costs).
+    `weight_prior_scale`, `width_gradient`: the adaptive layers' weight prior (None: none) and
+    whether their width parameters train (False: non-trainable, so no step computes their
+    gradient), to take the method's per-step computation apart.
     """
     if capacity is None:
         penalty = keras.regularizers.L2(l2) if l2 else None
@@ -80,10 +95,16 @@ def _mlp(keras, keras_awn, width, capacity=None, inputs=FEATURES, classes=CLASSE
         ]
         return keras.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
     hidden = [
-        keras_awn.layers.AdaptiveDense(width, capacity=capacity, activation="relu")
+        keras_awn.layers.AdaptiveDense(
+            width, capacity=capacity, activation="relu", weight_prior_scale=weight_prior_scale
+        )
         for _ in range(2)
     ]
-    return keras_awn.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
+    model = keras_awn.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
+    if not width_gradient:
+        for layer in hidden:
+            layer.width_parameter.trainable = False
+    return model
 
 
 def _frozen_controller(keras_awn, **kwargs):
@@ -140,6 +161,19 @@ def run_steps(quick):
                     _mlp(keras, keras_awn, width, moving_capacity(width)),
                     [_frozen_controller(keras_awn)],
                 ),
+                # `exact` with one part of the method's per-step computation switched off.
+                "exact_no_width_gradient": (
+                    _mlp(keras, keras_awn, width, width, width_gradient=False),
+                    [_frozen_controller(keras_awn)],
+                ),
+                "exact_no_prior": (
+                    _mlp(keras, keras_awn, width, width, weight_prior_scale=None),
+                    [_frozen_controller(keras_awn)],
+                ),
+                "exact_no_checks": (
+                    _mlp(keras, keras_awn, width, width),
+                    [_frozen_controller(keras_awn, check_every=10**9)],
+                ),
             }
             best = {}
             for name, (model, callbacks) in cases.items():
@@ -164,6 +198,9 @@ def run_steps(quick):
                     "settled_ms": 1000 * best["settled"],
                     "moving_ms": 1000 * best["moving"],
                     "exact_ms": 1000 * best["exact"],
+                    "exact_no_width_gradient_ms": 1000 * best["exact_no_width_gradient"],
+                    "exact_no_prior_ms": 1000 * best["exact_no_prior"],
+                    "exact_no_checks_ms": 1000 * best["exact_no_checks"],
                     "settled_capacity": settled_capacity(width),
                     "moving_capacity": moving_capacity(width),
                     "active_widths_after": active,
@@ -539,6 +576,33 @@ def render(all_results):
                 f"{_ratio(row['exact_ms'], row['plain_ms'])} | "
                 f"{_ratio(row['plain_l2_ms'], row['plain_ms'])} | "
                 f"{_ratio(row['settled_ms'], row['plain_l2_ms'])} |"
+            )
+    out += [""]
+
+    out += [
+        "### What the per-step computation is made of",
+        "",
+        "The *capacity = width* model of the table above, measured in the same run, with one part",
+        "switched off at a time: *no width gradient*: the width parameters are not trainable, so",
+        "no step computes their gradient (the importance still scales the outputs); *no prior*:",
+        "`weight_prior_scale=None`; *no checks*: the controller reads no width inside an epoch",
+        "(`check_every` larger than the epoch). Ratio = adaptive / plain Keras; the gap between a",
+        "column and *capacity = width* is what that part costs.",
+        "",
+        "| backend | width | batch | capacity = width ratio | no width gradient | no prior | "
+        "no checks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for row in all_results[backend].get("steps", []):
+            if "exact_no_prior_ms" not in row:
+                continue  # results measured before this table existed
+            out.append(
+                f"| {backend} | {row['width']} | {row['batch']} | "
+                f"{_ratio(row['exact_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['exact_no_width_gradient_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['exact_no_prior_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['exact_no_checks_ms'], row['plain_ms'])} |"
             )
     out += [""]
 

@@ -28,7 +28,7 @@ def test_performance_benchmark_runs_in_quick_mode():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(f"| {backend} |")]
-    # One step-time row (width 16, batch 32) and one row per capacity policy of the spiral run
-    # (two policies in quick mode).
-    assert len([r for r in rows if "| 16 | 32 |" in r]) == 1
+    # Two step-time rows for width 16, batch 32 (the ratios and what the per-step computation is
+    # made of), and one row per capacity policy of the spiral run (two policies in quick mode).
+    assert len([r for r in rows if "| 16 | 32 |" in r]) == 2
     assert len([r for r in rows if "floor" in r]) == 2
