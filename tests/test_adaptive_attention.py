@@ -57,7 +57,7 @@ def test_heads_are_ordered_by_importance():
     layer(tokens, tokens)
     importance = ops.convert_to_numpy(layer.importance())
     active = layer.active_units
-    assert 1 <= active < 6
+    assert active in range(1, 6)
     assert np.all(np.diff(importance[:active]) < 0) and np.all(importance[active:] == 0)
 
 
