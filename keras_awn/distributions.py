@@ -128,7 +128,9 @@ class WidthDistribution:
         layer), instead of subtracting two cdf values.
         """
         i = ops.convert_to_tensor(i, dtype="float32")
-        parameter = self.parameter(raw)
+        return self._log_prob_from_parameter(i, self.parameter(raw))
+
+    def _log_prob_from_parameter(self, i, parameter):
         log_s = self.log_survival(i, parameter)
         log_s_next = self.log_survival(i + 1.0, parameter)
         return log_s + ops.log(-ops.expm1(log_s_next - log_s))
@@ -137,10 +139,18 @@ class WidthDistribution:
         """`log_prob(i, raw) - log_prob(0, raw)`: the log mass relative to neuron 0.
 
         The importance is normalised, so this is all it needs; neuron 0 has the largest mass, so
-        the values are <= 0 and `exp` stays in range. Subclasses with a cheaper closed form
-        override it (the exponential's is `-rate * i`): it runs in every training step.
+        the values are <= 0 and `exp` stays in range.
         """
-        log_mass = self.log_prob(i, raw)
+        i = ops.convert_to_tensor(i, dtype="float32")
+        return self.relative_log_mass_from_parameter(i, self.parameter(raw))
+
+    def relative_log_mass_from_parameter(self, i, parameter):
+        """`relative_log_mass` at the positive parameter (`i`: float32 tensor).
+
+        It runs in every training step: subclasses with a cheaper closed form override it (the
+        exponential's is `-rate * i`).
+        """
+        log_mass = self._log_prob_from_parameter(i, parameter)
         return log_mass - ops.max(log_mass)
 
     def prob(self, i, raw):
@@ -154,8 +164,12 @@ class WidthDistribution:
         importance vector only.
         """
         raw = ops.stop_gradient(ops.convert_to_tensor(raw, dtype="float32"))
+        return self.width_from_parameter(self.parameter(raw), quantile)
+
+    def width_from_parameter(self, parameter, quantile):
+        """`width` at the positive parameter (a tensor without gradient)."""
         # `quantile` stays a Python float: the built-in `icdf`s then fold it into a constant.
-        return ops.ceil(self.icdf(float(quantile), self.parameter(raw))) + float(WIDTH_OFFSET)
+        return ops.ceil(self.icdf(float(quantile), parameter)) + float(WIDTH_OFFSET)
 
     def importance(
         self, raw, capacity: int, active_units, normalization: str = "mean", mask=None, index=None
@@ -183,12 +197,26 @@ class WidthDistribution:
             )
         if index is None:
             index = ops.arange(capacity, dtype="float32")
+        active_units = ops.cast(active_units, "float32")
         if mask is None:
             mask = ops.cast(index < active_units, "float32")
-        mass = ops.exp(self.relative_log_mass(index, raw)) * mask
+        return self.importance_from_parameter(
+            self.parameter(raw), mask, index, normalization, active_units
+        )
+
+    def importance_from_parameter(self, parameter, mask, index, normalization, active_units=None):
+        """`importance` at the positive parameter, from the step's float32 tensors.
+
+        `active_units` defaults to the number of ones in `mask`. Written with Python operators
+        on tensors where it can: on eager backends (torch) an operator skips the argument
+        conversion of a `keras.ops` call, and this runs in every step of every adaptive layer.
+        """
+        mass = ops.exp(self.relative_log_mass_from_parameter(index, parameter)) * mask
         if normalization == "sum":
             return mass / ops.sum(mass)
-        return mass * (ops.cast(active_units, "float32") / ops.sum(mass))
+        if active_units is None:
+            active_units = ops.sum(mask)
+        return mass * (active_units / ops.sum(mass))
 
     # -- Host-side evaluation, between steps ----------------------------------------------------
 
@@ -302,9 +330,9 @@ class Exponential(WidthDistribution):
     def icdf_on_host(self, q, parameter):
         return np.float32(-math.log1p(-q)) / np.float32(parameter)
 
-    def relative_log_mass(self, i, raw):
+    def relative_log_mass_from_parameter(self, i, parameter):
         # log p(i) = -rate * i + log(1 - exp(-rate)); the second term does not depend on i.
-        return -self.parameter(raw) * ops.convert_to_tensor(i, dtype="float32")
+        return -parameter * i
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")

@@ -211,9 +211,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def _learned_width_parameter(self):
         """The width parameter as the step uses it: without gradient while the width is frozen."""
-        if self._width_frozen:
-            return ops.stop_gradient(self.width_parameter)
-        return self.width_parameter
+        # `.value` (the step's value inside a stateless JAX step): operators and ops on it skip
+        # the variable conversion, a dispatch on eager backends.
+        raw = self.width_parameter.value
+        return ops.stop_gradient(raw) if self._width_frozen else raw
 
     def desired_units_tensor(self, width_parameter=None):
         """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor).
@@ -223,23 +224,29 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 (the controller reads it from the running fit's state).
         """
         if width_parameter is None:
-            width_parameter = self.width_parameter
-        return self._bounded_width(width_parameter, self._upper_units())
+            width_parameter = self.width_parameter.value
+        width = self.distribution.width(width_parameter, self.quantile)
+        return self._clip_width(width, self._upper_units())
 
     def active_units_tensor(self):
         """Units that exist in this step: the desired width, capped by the capacity."""
-        return self._bounded_width(self.width_parameter, min(self._upper_units(), self.capacity))
+        parameter = self.distribution.parameter(ops.stop_gradient(self.width_parameter.value))
+        return self._active_units_at(parameter)
+
+    def _active_units_at(self, parameter):
+        """`active_units_tensor` at the distribution's parameter (a tensor without gradient)."""
+        width = self.distribution.width_from_parameter(parameter, self.quantile)
+        return self._clip_width(width, min(self._upper_units(), self.capacity))
 
     def _upper_units(self) -> float:
         return self.max_units if self.max_units is not None else math.inf
 
-    def _bounded_width(self, width_parameter, upper):
-        """The distribution's width clipped to `[min_units, upper]`.
+    def _clip_width(self, width, upper):
+        """A width clipped to `[min_units, upper]`.
 
         Runs in every step, where each op costs a dispatch on eager backends (torch): a bound
         that cannot bind is skipped. Widths are `ceil(quantile) + 2 >= 2` by construction.
         """
-        width = self.distribution.width(width_parameter, self.quantile)
         if self.min_units > distributions_module.WIDTH_OFFSET:
             width = ops.maximum(width, float(self.min_units))
         if math.isfinite(upper):
@@ -248,12 +255,23 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def unit_mask(self):
         """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
-        return self._mask_for(self.active_units_tensor())
+        parameter = self.distribution.parameter(ops.stop_gradient(self.width_parameter.value))
+        return self._unit_mask_at(parameter, ops.arange(self.capacity, dtype="float32"))
 
-    def _mask_for(self, active_units, index=None):
-        if index is None:
-            index = ops.arange(self.capacity, dtype="float32")
-        return ops.cast(index < active_units, "float32")
+    def _unit_mask_at(self, parameter, index):
+        """`unit_mask` at the distribution's parameter (a tensor without gradient).
+
+        `index < ceil(icdf) + 2` holds exactly when `index - 2 < icdf` (the index is an integer),
+        so the mask needs neither the width nor its bounds: `max_units` cannot bind below the
+        capacity, and `min_units` raises the threshold. Three ops fewer than through the width,
+        in every step of every layer (a dispatch each on eager backends).
+        """
+        threshold = self.distribution.icdf(self.quantile, parameter)
+        if self.min_units > distributions_module.WIDTH_OFFSET:
+            threshold = ops.maximum(
+                threshold, float(self.min_units - distributions_module.WIDTH_OFFSET)
+            )
+        return ops.cast(index - float(distributions_module.WIDTH_OFFSET) < threshold, "float32")
 
     def importance(self):
         """Importance of each allocated unit, zero for masked units; shape `(capacity,)`."""
@@ -263,18 +281,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         """`(importance, unit_mask)`, sharing one width computation.
 
         A layer's `call` uses this once per step and hands the mask to `prior_loss`: on eager
-        backends (torch) every small op costs a dispatch, so the width is not recomputed.
+        backends (torch) every small op costs a dispatch, so neither the distribution's
+        parameter nor the mask is computed twice.
         """
-        active = self.active_units_tensor()
+        parameter = self.distribution.parameter(self._learned_width_parameter())
         index = ops.arange(self.capacity, dtype="float32")
-        mask = self._mask_for(active, index)
-        importance = self.distribution.importance(
-            self._learned_width_parameter(),
-            self.capacity,
-            active,
-            self.importance_normalization,
-            mask=mask,
-            index=index,
+        mask = self._unit_mask_at(ops.stop_gradient(parameter), index)
+        importance = self.distribution.importance_from_parameter(
+            parameter, mask, index, self.importance_normalization
         )
         return importance, mask
 
@@ -324,26 +338,29 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     # -- The variational objective ---------------------------------------------------------------
 
-    def _masked_square_sum(self, variable, masks):
-        """Sum of squares of the active entries of `variable`; `masks` maps axis -> mask."""
-        if keras.backend.standardize_dtype(variable.dtype) != "float32":
-            variable = ops.cast(variable, "float32")
-        squares = ops.square(variable)
-        masked_axes = sorted(masks)
-        other_axes = tuple(a for a in range(len(variable.shape)) if a not in masks)
-        if other_axes:
-            squares = ops.sum(squares, axis=other_axes)
-        # `squares` is now indexed by the masked axes only, in increasing order.
-        if len(masked_axes) == 1:
-            return ops.sum(squares * masks[masked_axes[0]])
-        if len(masked_axes) == 2:
-            first, second = masked_axes
-            return ops.sum(ops.matmul(masks[first], squares) * masks[second])
-        for position, axis in enumerate(masked_axes):
-            shape = [1] * len(masked_axes)
-            shape[position] = variable.shape[axis]
-            squares = squares * ops.reshape(masks[axis], shape)
-        return ops.sum(squares)
+    def _unit_square_sums(self, variable, axis, input_axis=None, input_mask=None):
+        """Per unit on `axis`: the sum of the squares of its weights in `variable` (over the
+        active inputs only when `input_mask` masks `input_axis`); shape `(units,)`.
+
+        The caller masks the result once for all of a layer's variables: fewer ops than masking
+        each variable, which matters on eager backends (torch), where each op costs a dispatch in
+        the forward and in the backward pass.
+        """
+        value = variable.value
+        if keras.backend.standardize_dtype(value.dtype) != "float32":
+            value = ops.cast(value, "float32")
+        squares = ops.square(value)
+        rank = len(value.shape)
+        if input_mask is not None:
+            if rank == 2 and (input_axis, axis) == (0, 1):
+                # A kernel: one product contracts the input axis with its mask. The `@` of a
+                # 1 x n matrix, which every backend's tensors implement, skips the argument
+                # conversion of a `keras.ops` call (a few times the product's cost on torch).
+                return (input_mask[None, :] @ squares)[0]
+            shape = [-1 if a == input_axis else 1 for a in range(rank)]
+            squares = squares * ops.reshape(input_mask, shape)
+        other_axes = tuple(a for a in range(rank) if a != axis)
+        return ops.sum(squares, axis=other_axes) if other_axes else squares
 
     def prior_loss(self, unit_mask=None):
         """Negative log prior of this layer's active weights and width parameter (unscaled).
@@ -370,17 +387,19 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             producer = self._width_links.producer
             input_mask = producer.unit_mask() if producer is not None else None
             input_axes = {id(v): axis for v, axis in self.input_unit_variables()}
-            squares = None
+            unit_squares = None
             for variable, axis in self.output_unit_variables():
-                masks = {axis: output_mask}
-                if input_mask is not None and id(variable) in input_axes:
-                    masks[input_axes[id(variable)]] = input_mask
-                term = self._masked_square_sum(variable, masks)
-                squares = term if squares is None else squares + term
-            total = squares * (factor / (2.0 * self.weight_prior_scale**2))
+                input_axis = input_axes.get(id(variable)) if input_mask is not None else None
+                term = self._unit_square_sums(
+                    variable, axis, input_axis, None if input_axis is None else input_mask
+                )
+                unit_squares = term if unit_squares is None else unit_squares + term
+            total = ops.sum(unit_squares * output_mask) * (
+                factor / (2.0 * self.weight_prior_scale**2)
+            )
         if self.width_prior is not None:
             mean = self.distribution.raw_for_width(self.width_prior["mean_units"], self.quantile)
-            deviation = ops.cast(self._learned_width_parameter(), "float32") - mean
+            deviation = self._learned_width_parameter() - mean
             term = ops.square(deviation) * (factor / (2.0 * self.width_prior["scale"] ** 2))
             total = term if total is None else total + term
         return total

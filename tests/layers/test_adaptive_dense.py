@@ -48,6 +48,31 @@ def test_units_beyond_the_width_are_exactly_zero(activation):
     assert np.any(output[:, :6] != 0.0)
 
 
+@pytest.mark.parametrize("distribution", ["exponential", "power_law"])
+@pytest.mark.parametrize("min_units", [1, 9])
+def test_the_mask_covers_exactly_the_active_units(distribution, min_units):
+    # The step's mask compares the index with the quantile directly, not with the width: both
+    # must agree everywhere, including where the quantile is (nearly) an integer, so that ceil
+    # steps, and below `min_units`. Oracle: the width, `ceil(quantile) + 2` within the bounds.
+    layer = built_layer(
+        initial_units=10, capacity=40, min_units=min_units, distribution=distribution
+    )
+    dist = layer.distribution
+    raws = []
+    for units in range(1, 50):
+        exact = dist.inverse_parameter(dist.parameter_for_quantile(0.9, float(units)))
+        raws += [exact, np.nextafter(exact, -np.inf), np.nextafter(exact, np.inf)]
+        raws.append(dist.raw_for_width(units + 2, 0.9))
+    for raw in raws:
+        raw = float(np.float32(raw))
+        layer.width_parameter.assign(raw)
+        expected = np.arange(40) < layer.active_units
+        importance, step_mask = layer.importance_and_mask()
+        np.testing.assert_array_equal(ops.convert_to_numpy(layer.unit_mask()), expected)
+        np.testing.assert_array_equal(ops.convert_to_numpy(step_mask), expected)
+        assert np.all((ops.convert_to_numpy(importance) > 0) == expected)
+
+
 @pytest.mark.parametrize("units", [3, 5, 16, 100, 1000])
 @pytest.mark.parametrize("distribution", ["exponential", "power_law"])
 def test_starts_at_initial_units(units, distribution):
