@@ -40,6 +40,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 PARTS = ("steps", "spiral", "memory", "accuracy")
 STEP_WIDTHS = (64, 256, 1024)
 STEP_BATCHES = (128, 1024)
+# Timed epochs per case, interleaved; each case keeps its best. Seven rather than five: on a
+# shared 2-core machine a load spike sometimes outlasted five epochs of one case.
+STEP_REPEATS = 7
 GRID = (8, 16, 24, 128, 256)
 FEATURES, CLASSES = 32, 10
 
@@ -181,7 +184,7 @@ def run_steps(quick):
                 model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
                 best[name] = math.inf
             # Interleaved repeats, best of each: the machine's load drifts between cases.
-            for _ in range(2 if quick else 5):
+            for _ in range(2 if quick else STEP_REPEATS):
                 for name, (model, callbacks) in cases.items():
                     started = time.perf_counter()
                     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
@@ -571,7 +574,8 @@ def render(all_results):
         "rounded up to a multiple of 8, at least 64); *moving*: the capacity right after a reallocation",
         "(2 x width); *capacity = width*: no masked unit at all, i.e. what the method's per-step",
         "computation (width, mask, importance, prior) costs by itself. All include the",
-        "controller's width check every 8 steps. Ratio = adaptive / plain Keras (best of 5",
+        "controller's width check every 8 steps. Ratio = adaptive / plain Keras (best of "
+        f"{STEP_REPEATS}",
         "interleaved epochs each). *plain + L2*: the plain MLP with an L2 penalty on its hidden",
         "layers at the adaptive prior's scale, i.e. what the method's weight prior costs by itself.",
         "",
