@@ -164,12 +164,8 @@ class WidthDistribution:
         importance vector only.
         """
         raw = ops.stop_gradient(ops.convert_to_tensor(raw, dtype="float32"))
-        return self.width_from_parameter(self.parameter(raw), quantile)
-
-    def width_from_parameter(self, parameter, quantile):
-        """`width` at the positive parameter (a tensor without gradient)."""
         # `quantile` stays a Python float: the built-in `icdf`s then fold it into a constant.
-        return ops.ceil(self.icdf(float(quantile), parameter)) + float(WIDTH_OFFSET)
+        return ops.ceil(self.icdf(float(quantile), self.parameter(raw))) + float(WIDTH_OFFSET)
 
     def importance(
         self, raw, capacity: int, active_units, normalization: str = "mean", mask=None, index=None

@@ -225,28 +225,24 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         """
         if width_parameter is None:
             width_parameter = self.width_parameter.value
-        width = self.distribution.width(width_parameter, self.quantile)
-        return self._clip_width(width, self._upper_units())
+        return self._bounded_width(width_parameter, self._upper_units())
 
     def active_units_tensor(self):
         """Units that exist in this step: the desired width, capped by the capacity."""
-        parameter = self.distribution.parameter(ops.stop_gradient(self.width_parameter.value))
-        return self._active_units_at(parameter)
-
-    def _active_units_at(self, parameter):
-        """`active_units_tensor` at the distribution's parameter (a tensor without gradient)."""
-        width = self.distribution.width_from_parameter(parameter, self.quantile)
-        return self._clip_width(width, min(self._upper_units(), self.capacity))
+        return self._bounded_width(
+            self.width_parameter.value, min(self._upper_units(), self.capacity)
+        )
 
     def _upper_units(self) -> float:
         return self.max_units if self.max_units is not None else math.inf
 
-    def _clip_width(self, width, upper):
-        """A width clipped to `[min_units, upper]`.
+    def _bounded_width(self, width_parameter, upper):
+        """The distribution's width clipped to `[min_units, upper]`.
 
-        Runs in every step, where each op costs a dispatch on eager backends (torch): a bound
-        that cannot bind is skipped. Widths are `ceil(quantile) + 2 >= 2` by construction.
+        A bound that cannot bind is skipped. Widths are `ceil(quantile) + 2 >= 2` by
+        construction. (The step itself needs no width: see `_unit_mask_at`.)
         """
+        width = self.distribution.width(width_parameter, self.quantile)
         if self.min_units > distributions_module.WIDTH_OFFSET:
             width = ops.maximum(width, float(self.min_units))
         if math.isfinite(upper):
@@ -340,7 +336,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def _unit_square_sums(self, variable, axis, input_axis=None, input_mask=None):
         """Per unit on `axis`: the sum of the squares of its weights in `variable` (over the
-        active inputs only when `input_mask` masks `input_axis`); shape `(units,)`.
+        active inputs only when `input_axis` is given, masked by `input_mask`); shape
+        `(units,)`.
 
         The caller masks the result once for all of a layer's variables: fewer ops than masking
         each variable, which matters on eager backends (torch), where each op costs a dispatch in
@@ -351,7 +348,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             value = ops.cast(value, "float32")
         squares = ops.square(value)
         rank = len(value.shape)
-        if input_mask is not None:
+        if input_axis is not None:
             if rank == 2 and (input_axis, axis) == (0, 1):
                 # A kernel: one product contracts the input axis with its mask. The `@` of a
                 # 1 x n matrix, which every backend's tensors implement, skips the argument
@@ -390,9 +387,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             unit_squares = None
             for variable, axis in self.output_unit_variables():
                 input_axis = input_axes.get(id(variable)) if input_mask is not None else None
-                term = self._unit_square_sums(
-                    variable, axis, input_axis, None if input_axis is None else input_mask
-                )
+                term = self._unit_square_sums(variable, axis, input_axis, input_mask)
                 unit_squares = term if unit_squares is None else unit_squares + term
             total = ops.sum(unit_squares * output_mask) * (
                 factor / (2.0 * self.weight_prior_scale**2)
