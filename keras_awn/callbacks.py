@@ -12,6 +12,9 @@ from keras_awn import reallocation
 
 # Tightening a settled capacity must free at least this many units (see `WidthController`).
 _MIN_SETTLE_SAVING = 64
+# A width counts as settled when its last `settle_after` checks stay within this share of it (see
+# `WidthController._settle_band`).
+_SETTLE_BAND = 0.05
 # Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
 _MAX_WINDOW = 4096
 # Capacities the controller picks are multiples of this: matrix kernels on CPU (and tensor
@@ -64,12 +67,18 @@ class WidthController(keras.callbacks.Callback):
     their capacity grow in the same rebuild.
 
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
-    band of `max(2, settled_headroom * width)` units), its capacity is tightened to the top of
-    that band plus the same margin (rounded up to a multiple of 8), if that frees at least a
-    fifth of it and 64 units. A settled layer grows only when its width reaches the capacity
-    (then by `growth_factor`, and it is moving again, and waits twice as long before settling
-    again), so the masked units cost about `settled_headroom` of the layer's work for the rest
-    of training, at the price of one more rebuild. `settle_after=None` turns this off.
+    band of `max(2, 5%)` of it), its capacity is tightened to the top of that band plus a margin
+    of `max(2, settled_headroom * width)` units (rounded up to a multiple of 8), if that frees at
+    least a fifth of it and 64 units. So the masked units cost about `settled_headroom` of the
+    layer's work for the rest of training, at the price of one more rebuild. A settled layer
+    grows only when its width reaches the capacity. If it stayed settled for `settle_after`
+    checks first, it regrows by twice its previous margin and stays settled (`"regrow"`): a
+    width that drifts slowly upwards costs a few rebuilds, each further apart than the last,
+    and the margin adapts to the drift. Otherwise (it reached the capacity soon after
+    settling), or once the doubled margin would exceed `growth_factor`, it grows by
+    `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
+    checks the layer must wait before it settles or regrows again. `settle_after=None` turns
+    settling off.
 
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged; see `keras_awn.reallocation`.
@@ -102,7 +111,8 @@ class WidthController(keras.callbacks.Callback):
             must stay in its band before the capacity is tightened. Defaults to 16 (128 steps
             at the default `check_every`). None never tightens.
         settled_headroom: float in [0, 1), the margin kept above a settled width, as a share of
-            it (at least 2 units). Defaults to 0.05.
+            it (at least 2 units). Defaults to 0.02: a wider margin means fewer regrowths of a
+            drifting width and more masked units in every step (docs/performance.md, "Settling").
         max_capacity: int >= 1 or None, the largest capacity any layer is given (a layer's own
             `max_units` also applies). A width asking for more runs at this capacity, with a
             warning, instead of allocating without bound when a width parameter diverges.
@@ -118,7 +128,7 @@ class WidthController(keras.callbacks.Callback):
 
     Attributes:
         reallocations: list of dicts, one per layer reallocation, with keys `epoch`, `step`,
-            `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`,
+            `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`, `"regrow"`,
             `"shrink"` or `"settle"`).
         rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
         reallocation_seconds: wall time spent reallocating (the next step's recompilation is
@@ -148,7 +158,7 @@ class WidthController(keras.callbacks.Callback):
         shrink_threshold: float = 0.25,
         width_warmup_epochs: int = 0,
         settle_after: int | None = 16,
-        settled_headroom: float = 0.05,
+        settled_headroom: float = 0.02,
         max_capacity: int | None = 8192,
         min_capacity: int | None = None,
         max_parameters: int | None = None,
@@ -253,24 +263,29 @@ class WidthController(keras.callbacks.Callback):
         """`(capacity, reason)`: what the policy does with `layer` at `width`."""
         capacity = layer.capacity
         settled = layer._capacity_settled
+        recent = self._recent_widths.get(id(layer), [])
+        # A layer that grew out of a settled capacity waits twice as long before settling (or
+        # regrowing by a margin) again, so a drifting width cannot make the policy rebuild
+        # over and over.
+        settle_after = None
+        if self.settle_after is not None:
+            settle_after = self.settle_after * 2 ** self._regrowths.get(id(layer), 0)
         grow_at = capacity if settled else self.grow_threshold * capacity
         grows = (width >= grow_at if settled else width > grow_at) and capacity < self._limit(layer)
         if grows:
+            if settled and settle_after is not None and len(recent) >= settle_after:
+                regrown = self._regrown_capacity(layer, width)
+                if regrown is not None:
+                    return regrown, "regrow"
             return self._reallocated_capacity(layer, width), "grow"
         if width < self.shrink_threshold * capacity:
             target = self._reallocated_capacity(layer, width)
             # At the capacity floor a narrow width is no reason to reallocate.
             return (target, "shrink") if target < capacity else (capacity, None)
-        recent = self._recent_widths.get(id(layer), [])
-        # A layer that grew out of a settled capacity waits twice as long before settling again,
-        # so a slowly drifting width cannot make the policy rebuild over and over.
-        settle_after = None
-        if self.settle_after is not None:
-            settle_after = self.settle_after * 2 ** self._regrowths.get(id(layer), 0)
         if settle_after is not None and len(recent) >= settle_after:
             window = recent[-settle_after:]
             high = max(window)
-            if high - min(window) <= self._settle_margin(high):
+            if high - min(window) <= self._settle_band(high):
                 target = min(
                     _bounded(layer, max(self.settled_capacity(high), self._floor(layer))),
                     self._limit(layer),
@@ -281,6 +296,13 @@ class WidthController(keras.callbacks.Callback):
                     return target, "settle"
         return capacity, None
 
+    def _settle_band(self, width: int) -> int:
+        """How far a width may move over `settle_after` checks and still count as settled:
+        `max(2, 5%)` of it, or the headroom if larger. Looser than the default headroom, so
+        that a slowly drifting width settles too (a drift upwards then regrows by doubling
+        margins, a drift downwards settles again lower)."""
+        return max(2, math.ceil(max(_SETTLE_BAND, self.settled_headroom) * width))
+
     def _settle_margin(self, width: int) -> int:
         return max(2, math.ceil(self.settled_headroom * width))
 
@@ -289,6 +311,16 @@ class WidthController(keras.callbacks.Callback):
         `max_units` apply): the width plus `max(2, settled_headroom * width)` units, rounded up
         to a multiple of 8."""
         return _aligned(width + self._settle_margin(width))
+
+    def _regrown_capacity(self, layer, width: int):
+        """The capacity of a settled layer that reached it after staying settled: the width
+        plus twice the margin of its previous regrowth (the first: twice the settled margin),
+        or None once that margin reaches what `growth_factor` gives (the layer is moving)."""
+        regrowths = self._regrowths.get(id(layer), 0) + 1
+        margin = self._settle_margin(width) * 2**regrowths
+        if width + margin >= self.growth_factor * width:
+            return None
+        return min(_bounded(layer, _aligned(width + margin)), self._limit(layer))
 
     def _limit(self, layer) -> float:
         """The largest capacity `layer` may get: its `max_units`, and this controller's
@@ -462,9 +494,9 @@ class WidthController(keras.callbacks.Callback):
         self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
             self._recent_widths[id(layer)] = []
-            if layer._capacity_settled and reasons[layer] == "grow":
+            if layer._capacity_settled and reasons[layer] in ("grow", "regrow"):
                 self._regrowths[id(layer)] = self._regrowths.get(id(layer), 0) + 1
-            layer._capacity_settled = reasons[layer] == "settle"
+            layer._capacity_settled = reasons[layer] in ("settle", "regrow")
             event = {
                 "epoch": self._epoch,
                 "step": self._steps,
@@ -491,7 +523,7 @@ class WidthController(keras.callbacks.Callback):
         planned = reallocation.parameter_count(model, plan, self._links)
         if planned <= self.max_parameters:
             return plan
-        held = [layer.name for layer in plan if reasons[layer] == "grow"]
+        held = [layer.name for layer in plan if reasons[layer] in ("grow", "regrow")]
         if held and not self._warned_budget:
             self._warned_budget = True
             warnings.warn(
@@ -500,7 +532,11 @@ class WidthController(keras.callbacks.Callback):
                 "at the capacity). Raise `WidthController(max_parameters=...)` to let them grow.",
                 stacklevel=3,
             )
-        return {layer: capacity for layer, capacity in plan.items() if reasons[layer] != "grow"}
+        return {
+            layer: capacity
+            for layer, capacity in plan.items()
+            if reasons[layer] not in ("grow", "regrow")
+        }
 
     def _restore_diverged_width_parameters(self):
         """Restores every width parameter that is not finite (see `_restore_width_parameters`)."""

@@ -76,7 +76,7 @@ def test_controller_capacities_are_multiples_of_eight(width):
     controller = WidthController(min_capacity=1)
     grown = controller.target_capacity(keras_awn.layers.AdaptiveDense(4, capacity=4), width)
     assert grown % 8 == 0 and 2 * width <= grown < 2 * width + 8
-    margin = max(2, int(np.ceil(0.05 * width)))
+    margin = max(2, int(np.ceil(controller.settled_headroom * width)))
     settled = controller.settled_capacity(width)
     assert settled % 8 == 0 and width + margin <= settled < width + margin + 8
 
@@ -167,10 +167,10 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     layers = keras_awn.graph.adaptive_layers(model)
     widths = [layer.desired_units for layer in layers]
-    # Default capacity 200; settled band top = width, margin max(2, 5% of 100) = 5, and 105
+    # Default capacity 200; settled band top = width, margin max(2, 2% of 100) = 2, and 102
     # rounded up to a multiple of 8.
     assert widths == [100, 100]
-    assert [layer.capacity for layer in layers] == [112, 112]
+    assert [layer.capacity for layer in layers] == [104, 104]
     assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
     assert controller.rebuilds == 1  # both layers in one reallocation
     # The fourth decision: at the start of training, then before steps 2, 3 and 4. Inside an
@@ -199,20 +199,72 @@ def test_settling_needs_a_stable_window_and_a_real_saving():
     controller = WidthController(settle_after=3)
     wide = keras_awn.layers.AdaptiveDense(100, capacity=200)
     controller._recent_widths[id(wide)] = [98, 100, 99]
-    assert controller._decide(wide, 99) == (112, "settle")  # 100 + max(2, 5% of 100), to 8s
-    controller._recent_widths[id(wide)] = [90, 100, 99]  # moved by more than the margin
+    assert controller._decide(wide, 99) == (104, "settle")  # 100 + max(2, 2% of 100), to 8s
+    # The band is max(2, 5%) = 5 units, wider than the margin: a slow drift settles too.
+    controller._recent_widths[id(wide)] = [95, 100, 99]
+    assert controller._decide(wide, 99) == (104, "settle")
+    controller._recent_widths[id(wide)] = [94, 100, 99]  # moved by more than the band
     assert controller._decide(wide, 99) == (200, None)
     controller._recent_widths[id(wide)] = [100, 100]  # not enough checks yet
     assert controller._decide(wide, 100) == (200, None)
     small = keras_awn.layers.AdaptiveDense(40, capacity=80)
     controller._recent_widths[id(small)] = [40, 40, 40]
-    assert controller._decide(small, 40) == (80, None)  # would free only 38 units
+    assert controller._decide(small, 40) == (80, None)  # would free only 16 units
     # After growing out of a settled capacity, settling waits twice as long.
     controller._regrowths[id(wide)] = 1
     controller._recent_widths[id(wide)] = [100] * 5
     assert controller._decide(wide, 100) == (200, None)
     controller._recent_widths[id(wide)] = [100] * 6
-    assert controller._decide(wide, 100) == (112, "settle")
+    assert controller._decide(wide, 100) == (104, "settle")
+
+
+def test_a_settled_layer_regrows_by_doubling_margins_then_moves():
+    controller = WidthController(settle_after=3)
+    layer = keras_awn.layers.AdaptiveDense(200, capacity=208)
+    layer._capacity_settled = True
+    # Reached the capacity soon after settling (fewer than settle_after checks): it is moving.
+    controller._recent_widths[id(layer)] = [207, 208]
+    assert controller._decide(layer, 208) == (416, "grow")
+    # Stayed settled for settle_after checks: the width plus twice the settled margin
+    # (2 * max(2, 2% of 208) = 10), rounded up to 8s; the layer stays settled.
+    controller._recent_widths[id(layer)] = [206, 207, 208]
+    assert controller._decide(layer, 208) == (224, "regrow")
+    # Each regrowth doubles the margin and the checks the layer must wait first.
+    controller._regrowths[id(layer)] = 1
+    layer.capacity = 224
+    controller._recent_widths[id(layer)] = [224] * 5
+    assert controller._decide(layer, 224) == (448, "grow")  # only 5 of 6 checks
+    controller._recent_widths[id(layer)] = [224] * 6
+    assert controller._decide(layer, 224) == (248, "regrow")  # 224 + 4 * 5 = 244
+    # Once the doubled margin reaches growth_factor * width, it grows as a moving layer.
+    controller._regrowths[id(layer)] = 6  # margin 5 * 2**7 = 640 > 224
+    controller._recent_widths[id(layer)] = [224] * (3 * 2**6)
+    assert controller._decide(layer, 224) == (448, "grow")
+
+
+def test_a_regrown_layer_stays_settled_and_keeps_its_outputs():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(100, 100)))
+    model.build((None, 2))
+    first, second = keras_awn.graph.adaptive_layers(model)
+    controller = WidthController(check_every=1, settle_after=2, width_warmup_epochs=10)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[controller])
+    assert [layer.capacity for layer in (first, second)] == [104, 104]
+    # A new controller watches the settled layers for settle_after checks; then the first
+    # layer's width drifts up to its capacity.
+    controller = WidthController(num_examples=len(x), check_every=1, settle_after=2)
+    controller.set_model(model)
+    controller.on_train_begin()
+    first.width_parameter.assign(first.distribution.raw_for_width(104, first.quantile))
+    before = ops.convert_to_numpy(model(x[:16]))
+    controller._check(model)
+    events = [(e["layer"], e["reason"], e["new_capacity"]) for e in controller.reallocations]
+    # 104 + 2 * max(2, 2% of 104) = 110, to 8s.
+    assert events == [(first.name, "regrow", 112)]
+    assert first._capacity_settled and second._capacity_settled
+    assert second.input_spec.axes[-1] == 112
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x[:16])), before, rtol=1e-5, atol=1e-6)
+    controller.on_train_end()
 
 
 def test_a_rebuild_also_grows_layers_halfway_to_their_threshold():
