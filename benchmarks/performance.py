@@ -9,13 +9,18 @@ two measurements taken in that same process. Parts:
 
 - `steps`: step time of an MLP with two AdaptiveDense layers vs a plain Keras MLP with the same
   active widths (64, 256, 1024) at batch 128 and 1024, with the capacity the controller keeps
-  once widths have settled (width + 5%, at least 2 units) and while they move (2 x width). The
-  controller checks the widths every 8 steps as in a normal fit, but never reallocates. At
-  capacity = width, the same model with the width gradient, the weight prior or the in-epoch
-  checks switched off in turn shows what each part of the per-step computation costs.
+  once widths have settled (width + the default settled headroom, at least 2 units) and while
+  they move (2 x width). The controller checks the widths every 8 steps as in a normal fit, but
+  never reallocates. At capacity = width, the same model with the width gradient, the weight
+  prior or the in-epoch checks switched off in turn shows what each part of the per-step
+  computation costs; a plain MLP as wide as the settled capacity shows what that size costs.
 - `spiral`: one adaptive training run on the hard two-spiral task (5000 points, 2 turns): time
   spent reallocating and recompiling as a share of the run, reallocations per layer, for the
   default capacity policy and variants of it (the trade-off between masked units and rebuilds).
+- `settling`: the capacity policy on two 256-unit layers whose widths keep drifting after they
+  stop moving fast (down on digits, up when memorising random labels): rebuilds, and the share
+  of the weights that belong to masked units over the run, per policy (the settled headroom,
+  the regrowth of settled layers, no settling).
 - `memory`: peak memory of training the adaptive model vs the plain one (state bytes, exactly,
   and the growth of the process' peak resident memory, each model in fresh processes, median of
   3).
@@ -37,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 PAGE = os.path.join(ROOT, "docs", "performance.md")
 BACKENDS = ("tensorflow", "jax", "torch")
-PARTS = ("steps", "spiral", "memory", "accuracy")
+PARTS = ("steps", "spiral", "settling", "memory", "accuracy")
 STEP_WIDTHS = (64, 256, 1024)
 STEP_BATCHES = (128, 1024)
 # Timed epochs per case, interleaved; each case keeps its best. Seven rather than five: on a
@@ -152,6 +157,9 @@ def run_steps(quick):
             y = rng.integers(0, CLASSES, batch * steps).astype("int32")
             cases = {
                 "plain": (_mlp(keras, keras_awn, width), []),
+                # A plain MLP as wide as the settled capacity: what the capacity's size costs
+                # by itself (matrix kernels run some sizes much faster than others).
+                "plain_settled": (_mlp(keras, keras_awn, settled_capacity(width)), []),
                 # 1 / (2 sigma^2 N): the adaptive prior's scale at sigma 1.
                 "plain_l2": (_mlp(keras, keras_awn, width, l2=1.0 / (2 * len(x))), []),
                 "settled": (
@@ -198,6 +206,7 @@ def run_steps(quick):
                     "batch": batch,
                     "plain_ms": 1000 * best["plain"],
                     "plain_l2_ms": 1000 * best["plain_l2"],
+                    "plain_settled_ms": 1000 * best["plain_settled"],
                     "settled_ms": 1000 * best["settled"],
                     "moving_ms": 1000 * best["moving"],
                     "exact_ms": 1000 * best["exact"],
@@ -205,6 +214,7 @@ def run_steps(quick):
                     "exact_no_prior_ms": 1000 * best["exact_no_prior"],
                     "exact_no_checks_ms": 1000 * best["exact_no_checks"],
                     "settled_capacity": settled_capacity(width),
+                    "settled_headroom": keras_awn.callbacks.WidthController().settled_headroom,
                     "moving_capacity": moving_capacity(width),
                     "active_widths_after": active,
                 }
@@ -314,6 +324,101 @@ def run_spiral(quick):
             }
         )
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "events"}), file=sys.stderr)
+    return rows
+
+
+# The settling part: controller policies on wide layers whose widths keep drifting after they
+# stop moving fast. The keyword `regrowth=False` replaces the regrowth of a settled layer by a
+# doubling of its capacity (the policy before regrowth existed).
+SETTLING_POLICIES = {
+    "default (headroom 2%, regrowth)": {},
+    "headroom 5%, regrowth": {"settled_headroom": 0.05},
+    "headroom 5%, no regrowth": {"settled_headroom": 0.05, "regrowth": False},
+    "no settling": {"settle_after": None},
+}
+SETTLING_UNITS = 256
+
+
+def _settling_tasks(quick):
+    """`{name: (x, y, x_eval, y_eval, batch, epochs)}`: digits, where the widths of 256-unit
+    layers drift down, and memorising random labels, where they grow."""
+    import numpy as np
+
+    (x, y), (x_test, y_test) = _load_digits()
+    rng = np.random.default_rng(0)
+    noise_x = rng.normal(size=(256 if quick else 4096, FEATURES)).astype("float32")
+    noise_y = rng.integers(0, CLASSES, len(noise_x)).astype("int32")
+    return {
+        "digits (widths shrink)": (x, y, x_test, y_test, 64, 2 if quick else 40),
+        "random labels (widths grow)": (noise_x, noise_y, noise_x, noise_y, 128, 2 if quick else 20),
+    }
+
+
+def _masked_share(layers, widths, inputs, classes):
+    """The share of a chain of dense layers' weights that belong to masked units."""
+    def count(sizes):
+        return sum(a * b for a, b in zip([inputs, *sizes], [*sizes, classes]))
+
+    return 1.0 - count(widths) / count([layer.capacity for layer in layers])
+
+
+def run_settling(quick):
+    import numpy as np
+
+    keras, keras_awn = _setup()
+    rows = []
+    policies = list(SETTLING_POLICIES.items())
+    for task, (x, y, x_eval, y_eval, batch, epochs) in _settling_tasks(quick).items():
+        for name, policy in policies[:2] if quick else policies:
+            policy = dict(policy)
+            regrowth = policy.pop("regrowth", True)
+
+            class Controller(keras_awn.callbacks.WidthController):
+                def _regrown_capacity(self, layer, width):
+                    return super()._regrown_capacity(layer, width) if regrowth else None
+
+            keras.utils.set_random_seed(0)
+            layers = [
+                keras_awn.layers.AdaptiveDense(SETTLING_UNITS, activation="relu") for _ in range(2)
+            ]
+            classes = int(y.max()) + 1
+            model = keras_awn.Sequential(
+                [keras.Input((x.shape[1],)), *layers, keras.layers.Dense(classes)]
+            )
+            _compile(keras, model, 1e-3)
+            controller = Controller(**policy)
+            shares = []
+
+            class MaskedShare(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    widths = [logs[f"{layer.name}_width"] for layer in layers]
+                    shares.append(_masked_share(layers, widths, x.shape[1], classes))
+
+            started = time.perf_counter()
+            model.fit(
+                x, y, batch_size=batch, epochs=epochs, verbose=0,
+                callbacks=[controller, MaskedShare()],
+            )
+            wall = time.perf_counter() - started
+            reasons = {}
+            for event in controller.reallocations:
+                reasons[event["reason"]] = reasons.get(event["reason"], 0) + 1
+            rows.append(
+                {
+                    "task": task,
+                    "policy": name,
+                    "epochs": epochs,
+                    "wall_s": wall,
+                    "rebuilds": controller.rebuilds,
+                    "reasons": reasons,
+                    "mean_masked_share": float(np.mean(shares)),
+                    "final_widths": keras_awn.widths(model),
+                    "final_capacities": {layer.name: layer.capacity for layer in layers},
+                    "accuracy": float(model.evaluate(x_eval, y_eval, verbose=0)[1]),
+                    "events": controller.reallocations,
+                }
+            )
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "events"}), file=sys.stderr)
     return rows
 
 
@@ -540,6 +645,16 @@ def _targets(all_results, backends):
     return out + [""]
 
 
+def _headroom_percent(all_results):
+    """The settled headroom the steps part measured with, e.g. "2%" (the controller's default
+    when it ran)."""
+    for results in all_results.values():
+        for row in results.get("steps", []):
+            if "settled_headroom" in row:
+                return f"{100 * row['settled_headroom']:g}%"
+    return "5%"  # results written before the headroom was recorded
+
+
 def _step_rows(all_results, backends, cells):
     """Table rows of the steps part: backend, width and batch, then the strings `cells(row)`
     gives for each measured row (None leaves the row out)."""
@@ -570,7 +685,8 @@ def render(all_results):
         "## Step time at equal active width",
         "",
         "Two hidden layers of the given active width (32 inputs, 10 classes, Adam). *settled*: the",
-        "capacity the controller keeps once a width stops moving (width + 5%, at least 2 units,",
+        "capacity the controller keeps once a width stops moving (width + "
+        f"{_headroom_percent(all_results)}, at least 2 units,",
         "rounded up to a multiple of 8, at least 64); *moving*: the capacity right after a reallocation",
         "(2 x width); *capacity = width*: no masked unit at all, i.e. what the method's per-step",
         "computation (width, mask, importance, prior) costs by itself. All include the",
@@ -578,10 +694,13 @@ def render(all_results):
         f"{STEP_REPEATS}",
         "interleaved epochs each). *plain + L2*: the plain MLP with an L2 penalty on its hidden",
         "layers at the adaptive prior's scale, i.e. what the method's weight prior costs by itself.",
+        "*plain at settled capacity*: a plain MLP as wide as the settled capacity, i.e. what the",
+        "settled size costs with no adaptive computation at all.",
         "",
         "| backend | width | batch | plain ms/step | settled ratio | moving ratio | "
-        "capacity = width ratio | plain + L2 ratio | settled / (plain + L2) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "capacity = width ratio | plain + L2 ratio | settled / (plain + L2) | "
+        "plain at settled capacity |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += _step_rows(
         all_results,
@@ -591,6 +710,7 @@ def render(all_results):
             *(_ratio(row[f"{case}_ms"], row["plain_ms"]) for case in ("settled", "moving", "exact")),
             _ratio(row["plain_l2_ms"], row["plain_ms"]),
             _ratio(row["settled_ms"], row["plain_l2_ms"]),
+            _ratio(row["plain_settled_ms"], row["plain_ms"]) if "plain_settled_ms" in row else "-",
         ],
     )
     out += [""]
@@ -646,6 +766,41 @@ def render(all_results):
                 f"| {backend} | {row['policy']} | {row['wall_s']:.1f} | {row['first_step_s']:.2f} | "
                 f"{row['reallocation_s']:.2f} | {row['recompile_s']:.2f} | {100 * share:.1f}% | "
                 f"{row['rebuilds']} | {per_layer} | {shapes} | {row['test_accuracy']:.3f} |"
+            )
+    out += [""]
+
+    out += [
+        "## Settling: masked units against rebuilds",
+        "",
+        f"Two AdaptiveDense layers from {SETTLING_UNITS} units (capacity 512), Adam 0.001, on two",
+        "tasks where the widths keep drifting after they stop moving fast: scikit-learn's digits",
+        "(batch 64; the widths shrink slowly) and memorising random labels (4096 points, 32",
+        "features, 10 classes, batch 128; the widths grow). *masked share*: the share of the",
+        "model's weights that belong to masked units (the work a step does for nothing), averaged",
+        "over the epoch ends. *settle / regrow / grow / shrink*: reallocations of each kind (a",
+        "rebuild can carry several). *accuracy*: test accuracy on digits, training accuracy on",
+        "random labels. Policies: the settled headroom (the margin above a settled width), and",
+        "whether a settled layer that reaches its capacity regrows by doubling margins and stays",
+        "settled (*regrowth*) or doubles its capacity and moves again (*no regrowth*, the policy",
+        "before regrowth existed).",
+        "",
+        "| backend | task | policy | fit s | rebuilds | settle / regrow / grow / shrink | "
+        "masked share | final width / capacity | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for row in all_results[backend].get("settling", []):
+            kinds = " / ".join(
+                str(row["reasons"].get(k, 0)) for k in ("settle", "regrow", "grow", "shrink")
+            )
+            shapes = ", ".join(
+                f"{row['final_widths'][k]}/{row['final_capacities'][k]}"
+                for k in row["final_widths"]
+            )
+            out.append(
+                f"| {backend} | {row['task']} | {row['policy']} | {row['wall_s']:.1f} | "
+                f"{row['rebuilds']} | {kinds} | {100 * row['mean_masked_share']:.0f}% | "
+                f"{shapes} | {row['accuracy']:.3f} |"
             )
     out += [""]
 
@@ -728,9 +883,13 @@ def main():
         if part == "memory_one":
             result = run_memory_one(rest[0], int(rest[1]), quick)
         else:
-            result = {"steps": run_steps, "spiral": run_spiral, "accuracy": run_accuracy}[part](
-                quick
-            )
+            runs = {
+                "steps": run_steps,
+                "spiral": run_spiral,
+                "settling": run_settling,
+                "accuracy": run_accuracy,
+            }
+            result = runs[part](quick)
         print(json.dumps(result))
         return
 

@@ -75,8 +75,8 @@ class WidthController(keras.callbacks.Callback):
     checks first, it regrows by twice its previous margin and stays settled (`"regrow"`): a
     width that drifts slowly upwards costs a few rebuilds, each further apart than the last,
     and the margin adapts to the drift. Otherwise (it reached the capacity soon after
-    settling), or once the doubled margin would exceed `growth_factor`, it grows by
-    `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
+    settling), or once the width plus the doubled margin would reach `growth_factor * width`,
+    it grows by `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
     checks the layer must wait before it settles or regrows again. `settle_after=None` turns
     settling off.
 

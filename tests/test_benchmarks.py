@@ -21,6 +21,7 @@ def test_performance_benchmark_runs_in_quick_mode():
             "--parts",
             "steps",
             "spiral",
+            "settling",
         ],
         capture_output=True,
         text=True,
@@ -32,3 +33,6 @@ def test_performance_benchmark_runs_in_quick_mode():
     # made of), and one row per capacity policy of the spiral run (two policies in quick mode).
     assert len([r for r in rows if "| 16 | 32 |" in r]) == 2
     assert len([r for r in rows if "floor" in r]) == 2
+    # The settling part: two policies on each of its two tasks.
+    assert len([r for r in rows if "(widths shrink)" in r]) == 2
+    assert len([r for r in rows if "(widths grow)" in r]) == 2
