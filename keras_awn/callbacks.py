@@ -76,9 +76,9 @@ class WidthController(keras.callbacks.Callback):
     width that drifts slowly upwards costs a few rebuilds, each further apart than the last,
     and the margin adapts to the drift. Otherwise (it reached the capacity soon after
     settling), or once the width plus the doubled margin would reach `growth_factor * width`,
-    it grows by `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
-    checks the layer must wait before it settles or regrows again. `settle_after=None` turns
-    settling off.
+    it grows by `growth_factor` and is moving again. Each growth out of a settled capacity
+    doubles the checks the layer must wait before it settles or regrows again.
+    `settle_after=None` turns settling off.
 
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged; see `keras_awn.reallocation`.
