@@ -356,10 +356,34 @@ def _settling_tasks(quick):
 
 def _masked_share(layers, widths, inputs, classes):
     """The share of a chain of dense layers' weights that belong to masked units."""
+
     def count(sizes):
         return sum(a * b for a, b in zip([inputs, *sizes], [*sizes, classes]))
 
     return 1.0 - count(widths) / count([layer.capacity for layer in layers])
+
+
+def _settling_controller(keras_awn, regrowth=True, **kwargs):
+    """A WidthController; `regrowth=False` doubles a settled layer's capacity when its width
+    reaches it instead of regrowing it by a margin (the policy before regrowth existed)."""
+
+    class Controller(keras_awn.callbacks.WidthController):
+        def _regrown_capacity(self, layer, width):
+            return super()._regrown_capacity(layer, width) if regrowth else None
+
+    return Controller(**kwargs)
+
+
+def _masked_share_recorder(keras, layers, inputs, classes, shares):
+    """A callback appending `_masked_share` to `shares` at each epoch end (from the widths the
+    controller logs, so it must come after the controller)."""
+
+    class MaskedShare(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            widths = [logs[f"{layer.name}_width"] for layer in layers]
+            shares.append(_masked_share(layers, widths, inputs, classes))
+
+    return MaskedShare()
 
 
 def run_settling(quick):
@@ -370,13 +394,6 @@ def run_settling(quick):
     policies = list(SETTLING_POLICIES.items())
     for task, (x, y, x_eval, y_eval, batch, epochs) in _settling_tasks(quick).items():
         for name, policy in policies[:2] if quick else policies:
-            policy = dict(policy)
-            regrowth = policy.pop("regrowth", True)
-
-            class Controller(keras_awn.callbacks.WidthController):
-                def _regrown_capacity(self, layer, width):
-                    return super()._regrown_capacity(layer, width) if regrowth else None
-
             keras.utils.set_random_seed(0)
             layers = [
                 keras_awn.layers.AdaptiveDense(SETTLING_UNITS, activation="relu") for _ in range(2)
@@ -386,18 +403,12 @@ def run_settling(quick):
                 [keras.Input((x.shape[1],)), *layers, keras.layers.Dense(classes)]
             )
             _compile(keras, model, 1e-3)
-            controller = Controller(**policy)
+            controller = _settling_controller(keras_awn, **policy)
             shares = []
-
-            class MaskedShare(keras.callbacks.Callback):
-                def on_epoch_end(self, epoch, logs=None):
-                    widths = [logs[f"{layer.name}_width"] for layer in layers]
-                    shares.append(_masked_share(layers, widths, x.shape[1], classes))
-
+            recorder = _masked_share_recorder(keras, layers, x.shape[1], classes, shares)
             started = time.perf_counter()
             model.fit(
-                x, y, batch_size=batch, epochs=epochs, verbose=0,
-                callbacks=[controller, MaskedShare()],
+                x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[controller, recorder]
             )
             wall = time.perf_counter() - started
             reasons = {}
