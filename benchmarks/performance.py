@@ -666,6 +666,13 @@ def _headroom_percent(all_results):
     return "5%"  # results written before the headroom was recorded
 
 
+def _final_shapes(row):
+    """"width/capacity, ..." of each adaptive layer at the end of a training run's row."""
+    return ", ".join(
+        f"{row['final_widths'][k]}/{row['final_capacities'][k]}" for k in row["final_widths"]
+    )
+
+
 def _step_rows(all_results, backends, cells):
     """Table rows of the steps part: backend, width and batch, then the strings `cells(row)`
     gives for each measured row (None leaves the row out)."""
@@ -769,10 +776,7 @@ def render(all_results):
         for row in all_results[backend].get("spiral", []):
             share = _spiral_share(row)
             per_layer = ", ".join(str(v) for v in row["reallocations_per_layer"].values()) or "0"
-            shapes = ", ".join(
-                f"{row['final_widths'][k]}/{row['final_capacities'][k]}"
-                for k in row["final_widths"]
-            )
+            shapes = _final_shapes(row)
             out.append(
                 f"| {backend} | {row['policy']} | {row['wall_s']:.1f} | {row['first_step_s']:.2f} | "
                 f"{row['reallocation_s']:.2f} | {row['recompile_s']:.2f} | {100 * share:.1f}% | "
@@ -804,10 +808,7 @@ def render(all_results):
             kinds = " / ".join(
                 str(row["reasons"].get(k, 0)) for k in ("settle", "regrow", "grow", "shrink")
             )
-            shapes = ", ".join(
-                f"{row['final_widths'][k]}/{row['final_capacities'][k]}"
-                for k in row["final_widths"]
-            )
+            shapes = _final_shapes(row)
             out.append(
                 f"| {backend} | {row['task']} | {row['policy']} | {row['wall_s']:.1f} | "
                 f"{row['rebuilds']} | {kinds} | {100 * row['mean_masked_share']:.0f}% | "

@@ -12,6 +12,8 @@ from keras_awn import reallocation
 
 # Tightening a settled capacity must free at least this many units (see `WidthController`).
 _MIN_SETTLE_SAVING = 64
+# The reallocation reasons that add units (a budget can hold them back).
+_GROWTH_REASONS = ("grow", "regrow")
 # A width counts as settled when its last `settle_after` checks stay within this share of it (see
 # `WidthController._settle_band`).
 _SETTLE_BAND = 0.05
@@ -494,7 +496,7 @@ class WidthController(keras.callbacks.Callback):
         self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
             self._recent_widths[id(layer)] = []
-            if layer._capacity_settled and reasons[layer] in ("grow", "regrow"):
+            if layer._capacity_settled and reasons[layer] in _GROWTH_REASONS:
                 self._regrowths[id(layer)] = self._regrowths.get(id(layer), 0) + 1
             layer._capacity_settled = reasons[layer] in ("settle", "regrow")
             event = {
@@ -523,7 +525,7 @@ class WidthController(keras.callbacks.Callback):
         planned = reallocation.parameter_count(model, plan, self._links)
         if planned <= self.max_parameters:
             return plan
-        held = [layer.name for layer in plan if reasons[layer] in ("grow", "regrow")]
+        held = [layer.name for layer in plan if reasons[layer] in _GROWTH_REASONS]
         if held and not self._warned_budget:
             self._warned_budget = True
             warnings.warn(
@@ -535,7 +537,7 @@ class WidthController(keras.callbacks.Callback):
         return {
             layer: capacity
             for layer, capacity in plan.items()
-            if reasons[layer] not in ("grow", "regrow")
+            if reasons[layer] not in _GROWTH_REASONS
         }
 
     def _restore_diverged_width_parameters(self):
