@@ -120,6 +120,15 @@ class _AdaptiveTrainingMixin:
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def stateless_call(self, *args, **kwargs):
+        # Keras (the JAX trainer) runs `call` directly here, so every layer clears the loss ids
+        # it recorded at its previous call against this step's losses; a stale id reused by a
+        # new tensor drops another layer's loss (see AdaptiveWidthLayer._clear_losses, which
+        # covers adaptive layers in any model). Forgetting every layer's old ids first protects
+        # the adaptive priors from the other layers' stale ids too (activity regularizers).
+        self._clear_losses()
+        return super().stateless_call(*args, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training

@@ -184,6 +184,46 @@ def test_evaluate_loss_is_the_elbo_per_example():
     np.testing.assert_allclose(loss, expected, rtol=1e-4)
 
 
+def _stateless_losses(model, x):
+    """The losses one stateless step collects (how Keras trains on JAX, on every backend)."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    return model.stateless_call(trainable, non_trainable, x, training=True, return_losses=True)[2]
+
+
+def _stale_loss_id_model(model_class, second_layer):
+    """A model whose first adaptive layer adds `marker` as its prior, while the layer after it
+    holds the id of `marker` among the ids of the losses it added at its previous call: what
+    happens when that old loss was freed and `marker` took its address."""
+    model = model_class([keras.Input((2,)), AdaptiveDense(4, capacity=8), second_layer,
+                         keras.layers.Dense(2)])
+    model.build((None, 2))
+    first = model.layers[0]
+    for layer in graph.adaptive_layers(model):
+        layer._num_examples = 100
+    marker = ops.convert_to_tensor(np.float32(0.5))
+    first._prior = lambda unit_mask, factor: marker
+    model.layers[1]._loss_ids.add(id(marker))
+    return model, marker
+
+
+def test_a_stale_loss_id_of_an_adaptive_layer_drops_no_other_loss():
+    # A plain keras.Sequential: the adaptive layer itself must forget its old ids.
+    model, marker = _stale_loss_id_model(keras.Sequential, AdaptiveDense(4, capacity=8))
+    losses = _stateless_losses(model, np.ones((3, 2), "float32"))
+    assert len(losses) == 2
+    assert any(loss is marker for loss in losses)
+
+
+def test_keras_awn_models_keep_the_prior_against_other_layers_stale_loss_ids():
+    # A plain Dense with an activity regularizer (a loss of its own) after the adaptive layer.
+    reader = keras.layers.Dense(3, activity_regularizer="l2")
+    model, marker = _stale_loss_id_model(keras_awn.Sequential, reader)
+    losses = _stateless_losses(model, np.ones((3, 2), "float32"))
+    assert len(losses) == 2
+    assert any(loss is marker for loss in losses)
+
+
 # -- Readers that cannot follow the width are refused -----------------------------------------
 
 

@@ -417,6 +417,17 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         if self._prior_in_call and self._num_examples is not None and self._has_prior():
             self.add_loss(self._prior(unit_mask, 1.0 / self._num_examples))
 
+    def _clear_losses(self):
+        # Inside a stateless step (`stateless_call`, how Keras trains on JAX) each layer a model
+        # calls starts a call of its own, and Keras then removes from the step's losses every
+        # loss whose `id` this layer recorded at its previous call. Those tensors are freed by
+        # then, and an id can be reused by the loss another layer added earlier in this step,
+        # which would be dropped: a layer's prior silently missing from the loss and gradient of
+        # a whole compiled step (seen in about 1 run in 10). Forgetting the old ids first keeps
+        # every other layer's loss; a new step's losses hold none of this layer's anyway.
+        self._loss_ids.clear()
+        super()._clear_losses()
+
     def scaled_prior_loss(self):
         """The prior scaled by 1/N, or None while N is unknown or the layer has no prior."""
         if self._num_examples is None or not self._has_prior():
