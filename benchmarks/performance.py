@@ -568,15 +568,24 @@ def measure(backend, parts, quick, tag=None, folder=RESULTS):
     if os.path.exists(path) and not quick:
         with open(path) as f:
             results = json.load(f)
-    for part in parts:
-        print(f"[{backend}] {part} ...", flush=True)
+    extra = ["quick"] if quick else []
+    # A full run gives each part a fresh process, so that no part times another's leftovers
+    # (compilation caches, allocator state). Quick mode (the unit test) checks the machinery
+    # only and runs its in-process parts in one worker: an import of the backend each instead of
+    # one per part.
+    in_process = [part for part in parts if part != "memory"]
+    groups = [in_process] if quick and in_process else [[part] for part in in_process]
+    if "memory" in parts:
+        groups.append(["memory"])
+    for group in groups:
+        print(f"[{backend}] {' '.join(group)} ...", flush=True)
         started = time.perf_counter()
-        extra = ["quick"] if quick else []
-        if part == "memory":
-            results[part] = _measure_memory(backend, extra, quick)
+        if group == ["memory"]:
+            results["memory"] = _measure_memory(backend, extra, quick)
         else:
-            results[part] = _worker(backend, [part, *extra])
-        print(f"[{backend}] {part} done in {time.perf_counter() - started:.0f} s", flush=True)
+            results.update(_worker(backend, [*group, *extra]))
+        elapsed = time.perf_counter() - started
+        print(f"[{backend}] {' '.join(group)} done in {elapsed:.0f} s", flush=True)
     results["command"] = "python benchmarks/performance.py" + (f" --tag {tag}" if tag else "")
     results["quick"] = quick
     if not quick:
@@ -890,10 +899,10 @@ def main():
     args = parser.parse_args()
 
     if args.worker:
-        part, *rest = args.worker
-        quick = "quick" in rest
-        if part == "memory_one":
-            result = run_memory_one(rest[0], int(rest[1]), quick)
+        quick = "quick" in args.worker
+        if args.worker[0] == "memory_one":
+            _, variant, width, *_ = args.worker
+            result = run_memory_one(variant, int(width), quick)
         else:
             runs = {
                 "steps": run_steps,
@@ -901,7 +910,7 @@ def main():
                 "settling": run_settling,
                 "accuracy": run_accuracy,
             }
-            result = runs[part](quick)
+            result = {part: runs[part](quick) for part in args.worker if part in runs}
         print(json.dumps(result))
         return
 
