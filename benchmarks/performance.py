@@ -32,7 +32,6 @@ Results go to benchmarks/results/performance_<backend>.json and docs/performance
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,9 +44,13 @@ BACKENDS = ("tensorflow", "jax", "torch")
 PARTS = ("steps", "spiral", "settling", "memory", "accuracy")
 STEP_WIDTHS = (64, 256, 1024)
 STEP_BATCHES = (128, 1024)
-# Timed epochs per case, interleaved; each case keeps its best. Seven rather than five: on a
-# shared 2-core machine a load spike sometimes outlasted five epochs of one case.
-STEP_REPEATS = 7
+# Timed rounds: each round times one epoch of every case, back to back (in a rotating order, so
+# that a drift of the machine's load spreads over all cases); a ratio divides the best epochs of
+# the two cases. On the shared 2-core machine an epoch runs either unloaded or about twice as
+# slow (a neighbour takes a core), and in loaded stretches most epochs are slow: the best epoch
+# needs only one unloaded epoch per case. Eleven rounds rather than seven for more chances; every
+# epoch's time is kept in the results.
+STEP_REPEATS = 11
 GRID = (8, 16, 24, 128, 256)
 FEATURES, CLASSES = 32, 10
 
@@ -186,17 +189,20 @@ def run_steps(quick):
                     [_frozen_controller(keras_awn, check_every=10**9)],
                 ),
             }
-            best = {}
+            samples = {}
             for name, (model, callbacks) in cases.items():
                 _compile(keras, model, 1e-4)
                 model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
-                best[name] = math.inf
-            # Interleaved repeats, best of each: the machine's load drifts between cases.
-            for _ in range(2 if quick else STEP_REPEATS):
-                for name, (model, callbacks) in cases.items():
+                samples[name] = []
+            names = list(cases)
+            for round_index in range(2 if quick else STEP_REPEATS):
+                # Rotated so that no case always runs right after another one.
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    model, callbacks = cases[name]
                     started = time.perf_counter()
                     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
-                    best[name] = min(best[name], (time.perf_counter() - started) / steps)
+                    samples[name].append(1000 * (time.perf_counter() - started) / steps)
             # The widths drift a little while timing (it is training); the work per step
             # depends on the capacity, which stays put.
             active = {n: list(keras_awn.widths(cases[n][0]).values()) for n in ("settled", "moving")}
@@ -204,15 +210,9 @@ def run_steps(quick):
                 {
                     "width": width,
                     "batch": batch,
-                    "plain_ms": 1000 * best["plain"],
-                    "plain_l2_ms": 1000 * best["plain_l2"],
-                    "plain_settled_ms": 1000 * best["plain_settled"],
-                    "settled_ms": 1000 * best["settled"],
-                    "moving_ms": 1000 * best["moving"],
-                    "exact_ms": 1000 * best["exact"],
-                    "exact_no_width_gradient_ms": 1000 * best["exact_no_width_gradient"],
-                    "exact_no_prior_ms": 1000 * best["exact_no_prior"],
-                    "exact_no_checks_ms": 1000 * best["exact_no_checks"],
+                    # The best epoch of each case (ms per step), and every round's time.
+                    **{f"{name}_ms": min(times) for name, times in samples.items()},
+                    "samples_ms": samples,
                     "settled_capacity": settled_capacity(width),
                     "settled_headroom": keras_awn.callbacks.WidthController().settled_headroom,
                     "moving_capacity": moving_capacity(width),
@@ -599,6 +599,12 @@ def _ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def _step_ratio(row, case, reference="plain"):
+    """Step time of `case` over `reference` in a row of the steps part, as "1.23": the ratio of
+    their best epochs (see STEP_REPEATS)."""
+    return _ratio(row[f"{case}_ms"], row[f"{reference}_ms"])
+
+
 def _spiral_share(row):
     """Reallocation plus recompilation as a share of the spiral run's `fit`."""
     return (row["reallocation_s"] + row["recompile_s"]) / row["wall_s"]
@@ -717,9 +723,9 @@ def render(all_results):
         "rounded up to a multiple of 8, at least 64); *moving*: the capacity right after a reallocation",
         "(2 x width); *capacity = width*: no masked unit at all, i.e. what the method's per-step",
         "computation (width, mask, importance, prior) costs by itself. All include the",
-        "controller's width check every 8 steps. Ratio = adaptive / plain Keras (best of "
-        f"{STEP_REPEATS}",
-        "interleaved epochs each). *plain + L2*: the plain MLP with an L2 penalty on its hidden",
+        "controller's width check every 8 steps. Ratio = adaptive / plain Keras, best epoch of",
+        f"each case over {STEP_REPEATS} interleaved rounds (on this shared machine an epoch runs",
+        "either unloaded or about twice as slow). *plain + L2*: the plain MLP with an L2 penalty on its hidden",
         "layers at the adaptive prior's scale, i.e. what the method's weight prior costs by itself.",
         "*plain at settled capacity*: a plain MLP as wide as the settled capacity, i.e. what the",
         "settled size costs with no adaptive computation at all.",
@@ -734,10 +740,9 @@ def render(all_results):
         backends,
         lambda row: [
             f"{row['plain_ms']:.2f}",
-            *(_ratio(row[f"{case}_ms"], row["plain_ms"]) for case in ("settled", "moving", "exact")),
-            _ratio(row["plain_l2_ms"], row["plain_ms"]),
-            _ratio(row["settled_ms"], row["plain_l2_ms"]),
-            _ratio(row["plain_settled_ms"], row["plain_ms"]) if "plain_settled_ms" in row else "-",
+            *(_step_ratio(row, case) for case in ("settled", "moving", "exact", "plain_l2")),
+            _step_ratio(row, "settled", "plain_l2"),
+            _step_ratio(row, "plain_settled") if "plain_settled_ms" in row else "-",
         ],
     )
     out += [""]
@@ -761,7 +766,7 @@ def render(all_results):
         all_results,
         backends,
         # Results measured before this table existed have no breakdown: left out.
-        lambda row: [_ratio(row[f"{case}_ms"], row["plain_ms"]) for case in breakdown]
+        lambda row: [_step_ratio(row, case) for case in breakdown]
         if "exact_no_prior_ms" in row
         else None,
     )
