@@ -47,9 +47,9 @@ STEP_BATCHES = (128, 1024)
 # Timed rounds: each round times one epoch of every case, back to back (in a rotating order, so
 # that a drift of the machine's load spreads over all cases); a ratio divides the best epochs of
 # the two cases. On the shared 2-core machine an epoch runs either unloaded or about twice as
-# slow (a neighbour takes a core), and in loaded stretches most epochs are slow: the best epoch
-# needs only one unloaded epoch per case. Eleven rounds rather than seven for more chances; every
-# epoch's time is kept in the results.
+# slow (most likely a neighbour on the host taking a core), and in loaded stretches most epochs
+# are slow: the best epoch needs only one unloaded epoch per case. Eleven rounds rather than
+# seven for more chances; every epoch's time is kept in the results.
 STEP_REPEATS = 11
 GRID = (8, 16, 24, 128, 256)
 FEATURES, CLASSES = 32, 10
