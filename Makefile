@@ -25,7 +25,7 @@ demo: install
 # Each backend in its own process (the backend is fixed when keras is imported). The three run
 # side by side, each with its own pytest temporary directory, to keep CI short; their outputs are
 # printed one after the other. Fails if any fails. One compute thread per process: three
-# processes on CI's two cores otherwise oversubscribe them (the suite ran about 7-11% longer).
+# processes on CI's two cores otherwise oversubscribe them (two test files took 7-11% longer).
 TEST_THREADS := OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 \
 	XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 test: install
