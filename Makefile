@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	KERAS_BACKEND=$(BACKEND) $(BIN)/python examples/spiral.py
+	KERAS_BACKEND=$(BACKEND) $(BIN)/python examples/demo.py
 
 # Each backend in its own process (the backend is fixed when keras is imported). The three run
 # side by side, each with its own pytest temporary directory, to keep CI short; their outputs are

@@ -317,7 +317,7 @@ def run_spiral(quick):
                 "reallocations_per_layer": per_layer,
                 "final_widths": keras_awn.widths(model),
                 "final_capacities": {
-                    l.name: l.capacity for l in keras_awn.graph.adaptive_layers(model)
+                    l.name: l.capacity for l in keras_awn.adaptive_layers(model)
                 },
                 "test_accuracy": accuracy,
                 "events": controller.reallocations,

@@ -30,7 +30,6 @@ sys.path.insert(0, ROOT)
 
 import keras_awn  # noqa: E402
 from keras_awn import datasets  # noqa: E402
-from keras_awn import graph  # noqa: E402
 
 FIXED_WIDTHS = (8, 16, 32, 64, 128, 256)
 INITIAL_UNITS = 16
@@ -101,8 +100,8 @@ class Diagnostics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
-        layers = graph.adaptive_layers(model)
-        num_examples = layers[0]._num_examples or 1
+        layers = keras_awn.adaptive_layers(model)
+        num_examples = layers[0].training_state.num_examples or 1
         cross_entropy, priors = self._terms(model, layers, num_examples)
         record = {"epoch": epoch + 1, "cross_entropy": cross_entropy, "layers": []}
         for index, layer in enumerate(layers):
@@ -175,7 +174,7 @@ def run_adaptive(task, variant, seed, epochs, batch_size, diagnose):
         x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks
     )
     seconds = time.perf_counter() - start
-    names = [layer.name for layer in graph.adaptive_layers(model)]
+    names = [layer.name for layer in keras_awn.adaptive_layers(model)]
     return {
         "accuracy": test_accuracy(model, x_test, y_test),
         "seconds": seconds,

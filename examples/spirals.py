@@ -7,7 +7,7 @@ The learned width follows the difficulty: the hard spiral ends wider. Run it on 
     KERAS_BACKEND=jax python examples/spirals.py
     KERAS_BACKEND=torch python examples/spirals.py --seeds 1
 
-`examples/spiral.py` is the walk-through (training, saving, truncating, stripping) on one spiral.
+`examples/demo.py` is the walk-through (training, saving, truncating, stripping) on one spiral.
 """
 
 import os

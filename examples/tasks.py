@@ -20,7 +20,7 @@ import numpy as np
 
 import keras_awn
 from keras_awn import datasets
-from keras_awn import graphs
+from keras_awn import graph_data
 from keras_awn import layers
 
 # The settings keras_awn recommends (its defaults) and the paper's normalization beside them.
@@ -332,7 +332,7 @@ class Cycles(Task):
         graph_list, labels = cycles_and_trees(self.num_graphs, seed)
         cut = int(0.8 * self.num_graphs)
         batches = [
-            graphs.GraphBatches(
+            graph_data.GraphBatches(
                 graph_list[s], labels[s], batch_size=self.batch_size, shuffle=shuffle, seed=seed
             )
             for s, shuffle in ((slice(None, cut), True), (slice(cut, None), False))

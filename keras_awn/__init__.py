@@ -6,9 +6,10 @@ TensorFlow, JAX and PyTorch backends.
 
 from keras_awn import callbacks
 from keras_awn import distributions
-from keras_awn import graphs
+from keras_awn import graph_data
 from keras_awn import layers
 from keras_awn import plotting
+from keras_awn._engine.topology import adaptive_layers
 from keras_awn.models import Model
 from keras_awn.models import Sequential
 from keras_awn.truncation import strip
@@ -20,9 +21,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Model",
     "Sequential",
+    "adaptive_layers",
     "callbacks",
     "distributions",
-    "graphs",
+    "graph_data",
     "layers",
     "plotting",
     "strip",

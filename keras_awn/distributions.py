@@ -135,17 +135,10 @@ class WidthDistribution:
         log_s_next = self.log_survival(i + 1.0, parameter)
         return log_s + ops.log(-ops.expm1(log_s_next - log_s))
 
-    def relative_log_mass(self, i, raw):
-        """`log_prob(i, raw) - log_prob(0, raw)`: the log mass relative to neuron 0.
-
-        The importance is normalised, so this is all it needs; neuron 0 has the largest mass, so
-        the values are <= 0 and `exp` stays in range.
-        """
-        i = ops.convert_to_tensor(i, dtype="float32")
-        return self.relative_log_mass_from_parameter(i, self.parameter(raw))
-
     def relative_log_mass_from_parameter(self, i, parameter):
-        """`relative_log_mass` at the positive parameter (`i`: float32 tensor).
+        """`log_prob(i) - max log_prob` at the positive parameter (`i`: float32 tensor): the log
+        mass relative to neuron 0, all the normalised importance needs (values <= 0, so `exp`
+        stays in range).
 
         It runs in every training step: subclasses with a cheaper closed form override it (the
         exponential's is `-rate * i`).
@@ -380,8 +373,11 @@ class PowerLaw(WidthDistribution):
 _BY_NAME = {"exponential": Exponential, "power_law": PowerLaw}
 
 
-def serialize(distribution: WidthDistribution) -> dict:
-    """Serializes a distribution to a Keras config dict."""
+def serialize(distribution):
+    """Serializes a distribution for a config: a name stays a name, an instance becomes a Keras
+    config dict."""
+    if isinstance(distribution, str):
+        return distribution
     return keras.saving.serialize_keras_object(distribution)
 
 

@@ -20,20 +20,13 @@ import math
 
 import keras
 from keras import ops
-from keras.src.models import model as keras_model_module
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
 
-from keras_awn import graph
+from keras_awn._engine import keras_internals
+from keras_awn._engine import resize
+from keras_awn._engine import saving
+from keras_awn._engine import topology
+from keras_awn._engine.untracked import Untracked
 from keras_awn.callbacks import WidthController
-from keras_awn.layers import adaptive_width
-
-
-class _NotTracked:
-    """Holds Python objects on a model without Keras (or torch) tracking them."""
-
-    def __init__(self, items):
-        self.items = list(items)
 
 
 def infer_num_examples(x, validation_split=0.0):
@@ -41,12 +34,12 @@ def infer_num_examples(x, validation_split=0.0):
 
     Arrays (numpy, backend tensors, pandas) and nested structures of them give their first
     dimension; loaders with a sized `dataset` (torch `DataLoader`) give `len(dataset)`; objects
-    with an integer `num_examples` attribute (`keras_awn.graphs.GraphBatches`) give it. Other
+    with an integer `num_examples` attribute (`keras_awn.graph_data.GraphBatches`) give it. Other
     datasets and generators give None. `validation_split` is taken out as Keras does.
     """
     if x is None:
         return None
-    declared = getattr(x, "num_examples", None)  # e.g. keras_awn.graphs.GraphBatches
+    declared = getattr(x, "num_examples", None)  # e.g. keras_awn.graph_data.GraphBatches
     if isinstance(declared, int) and not isinstance(declared, bool):
         return declared
     leaves = keras.tree.flatten(x)
@@ -66,20 +59,6 @@ def infer_num_examples(x, validation_split=0.0):
     return count
 
 
-def _portable_compile_config(config):
-    """Names optimizers by their public class so that a file loads on every backend.
-
-    On torch, `keras.optimizers.Adam()` is an instance of a torch-only subclass that Keras
-    serializes under its private module; loading such a file on JAX or TensorFlow would import
-    torch and train with a torch optimizer.
-    """
-    config = dict(config)
-    optimizer = config.get("optimizer")
-    if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith("keras.src.backend."):
-        config["optimizer"] = {**optimizer, "module": "keras.optimizers", "registered_name": None}
-    return config
-
-
 class _AdaptiveTrainingMixin:
     """What `keras_awn.Model` and `keras_awn.Sequential` add to their Keras parents."""
 
@@ -89,8 +68,10 @@ class _AdaptiveTrainingMixin:
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
         # Found once: on torch `compute_loss` runs eagerly at every step.
-        deferred = [layer for layer in graph.adaptive_layers(self) if not layer._prior_in_call]
-        object.__setattr__(self, "_deferred_prior_layers", _NotTracked(deferred))
+        deferred = [
+            layer for layer in topology.adaptive_layers(self) if not layer.adds_prior_in_call
+        ]
+        object.__setattr__(self, "_deferred_prior_layers", Untracked(deferred))
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """Loads weights, first resizing adaptive layers to the capacities the file holds.
@@ -99,20 +80,21 @@ class _AdaptiveTrainingMixin:
         `ModelCheckpoint(save_weights_only=True)`) holds other capacities than a freshly built
         model: each adaptive layer is reallocated to the file's before its weights are read.
         """
-        adaptive_width._MODELS_LOADING_WEIGHTS.append(self)
-        try:
+
+        def resize_layer(layer, capacity):
+            resize.resize(self, {layer: capacity})
+
+        with saving.resizing_on_load(topology.adaptive_layers(self), resize_layer):
             return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-        finally:
-            adaptive_width._MODELS_LOADING_WEIGHTS.pop()
 
     def get_compile_config(self):
         config = super().get_compile_config()
-        return _portable_compile_config(config) if config else config
+        return saving.portable_compile_config(config) if config else config
 
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`; restore the saved
         # compile arguments as Keras does for plain models.
-        config = keras.saving.deserialize_keras_object(_portable_compile_config(config))
+        config = keras.saving.deserialize_keras_object(saving.portable_compile_config(config))
         # Keras saves `jit_compile` resolved for the saving backend (True on JAX); a file saved
         # on JAX would otherwise run torch.compile on torch. Let the loading backend decide.
         config["jit_compile"] = "auto"
@@ -123,8 +105,8 @@ class _AdaptiveTrainingMixin:
     def stateless_call(self, *args, **kwargs):
         # Keras (the JAX trainer) runs `call` directly here, so every layer clears the loss ids
         # it recorded at its previous call against this step's losses; a stale id reused by a
-        # new tensor drops another layer's loss (see AdaptiveWidthLayer._clear_losses, which
-        # covers adaptive layers in any model). Forgetting every layer's old ids first protects
+        # new tensor drops another layer's loss (see keras_internals.forget_loss_ids, which
+        # adaptive layers call in any model). Forgetting every layer's old ids first protects
         # the adaptive priors from the other layers' stale ids too (activity regularizers).
         self._clear_losses()
         return super().stateless_call(*args, **kwargs)
@@ -135,7 +117,7 @@ class _AdaptiveTrainingMixin:
         )
         # Layers called inside a loop (recurrent cells) leave their prior to the model.
         deferred = getattr(self, "_deferred_prior_layers", None)
-        for layer in deferred.items if deferred is not None else []:
+        for layer in deferred.value if deferred is not None else []:
             prior = layer.scaled_prior_loss() if layer.built else None
             if prior is not None:
                 loss = loss + ops.cast(prior, loss.dtype)
@@ -180,14 +162,14 @@ class Model(_AdaptiveTrainingMixin, keras.Model):
     """
 
     def __new__(cls, *args, **kwargs):
-        if cls is Model and functional_init_arguments(args, kwargs):
+        if cls is Model and keras_internals.functional_init_arguments(args, kwargs):
             # keras.Model would turn *this class* into a Functional subclass for good; a separate
             # class keeps keras_awn.Model usable for subclassed models in the same process.
             return super().__new__(FunctionalModel, *args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
 
     def __init__(self, *args, **kwargs):
-        if functional_init_arguments(args, kwargs):
+        if keras_internals.functional_init_arguments(args, kwargs):
             raise TypeError(
                 f"{type(self).__name__} subclasses keras_awn.Model and was given functional "
                 "arguments (inputs, outputs). Subclass keras_awn.models.FunctionalModel to build "
@@ -197,17 +179,17 @@ class Model(_AdaptiveTrainingMixin, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
-class FunctionalModel(Model, Functional):
-    """The functional form of `keras_awn.Model` (what `keras_awn.Model(inputs, outputs)` returns)."""
+class FunctionalModel(Model, keras_internals.Functional):
+    """The functional form of `keras_awn.Model`, what `keras_awn.Model(inputs, outputs)` returns."""
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         # What keras.Model.__init__ does for functional arguments, without rewriting class bases:
-        # the backend's trainer first, then the graph.
-        keras_model_module.Trainer.__init__(self)
-        Functional.__init__(self, inputs, outputs, name=name, **kwargs)
-        for producer, links in graph.link(self).items():
+        # the backend's trainer first, then the topology.
+        keras_internals.Trainer.__init__(self)
+        keras_internals.Functional.__init__(self, inputs, outputs, name=name, **kwargs)
+        for producer, links in topology.link(self).items():
             for reader in links.direct_readers:
-                graph.compensate(producer, reader)
+                topology.compensate(producer, reader)
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -231,19 +213,19 @@ class Sequential(_AdaptiveTrainingMixin, keras.Sequential):
 
     def build(self, input_shape=None):
         # Readers built below start with the paper's compensating initialisation.
-        for producer, reader in graph.sequence_pairs(self._layers):
-            graph.compensate(producer, reader)
+        for producer, reader in topology.sequence_pairs(self._layers):
+            topology.compensate(producer, reader)
         super().build(input_shape)
         if getattr(self, "_functional", None) is None:
             return
         try:
-            graph.link(self)
-        except graph.UnsupportedConsumerError:
+            topology.link(self)
+        except topology.UnsupportedConsumerError:
             # While layers are still being added the last one may be adaptive: `compile` and
-            # `fit` check the finished graph.
+            # `fit` check the finished topology.
             pass
 
     def compile(self, *args, **kwargs):
         if getattr(self, "_functional", None) is not None:
-            graph.link(self)  # refuse unsupported readers before training starts
+            topology.link(self)  # refuse unsupported readers before training starts
         super().compile(*args, **kwargs)

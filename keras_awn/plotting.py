@@ -31,7 +31,7 @@ import math
 import keras
 import numpy as np
 
-from keras_awn import graph
+from keras_awn._engine import topology
 from keras_awn import truncation
 
 _WIDTH_SUFFIX = "_width"
@@ -93,15 +93,20 @@ def _check_fractions(fractions):
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0.0 <= f < 1.0 for f in fractions):
         raise ValueError(
-            f"`fractions` must be a non-empty list of values in [0, 1). Received: fractions={fractions}"
+            "`fractions` must be a non-empty list of values in [0, 1). "
+            f"Received: fractions={fractions}"
         )
     return fractions
 
 
 def _truncate_plain_mlp(model, fraction):
-    """A copy of a plain Sequential of Dense layers with the last units of each hidden Dense removed."""
+    """A copy of a plain Sequential of Dense layers without the last units of each hidden Dense."""
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    others = [layer for layer in model.layers if not isinstance(layer, (keras.layers.Dense, keras.layers.Dropout))]
+    others = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, (keras.layers.Dense, keras.layers.Dropout))
+    ]
     if not isinstance(model, keras.Sequential) or others or len(dense) < 2:
         raise ValueError(
             "truncation_curve cuts plain Keras models only when they are a Sequential of Dense "
@@ -144,7 +149,7 @@ def truncation_curve(model, x, y, fractions, batch_size=1024) -> list:
     """
     fractions = _check_fractions(fractions)
     y = np.asarray(y)
-    adaptive = bool(graph.adaptive_layers(model))
+    adaptive = bool(topology.adaptive_layers(model))
     accuracies = []
     for fraction in fractions:
         if adaptive:
@@ -160,7 +165,9 @@ def plot_truncation(fractions, curves, ax=None, title="Accuracy as units are rem
     """Draws `{label: accuracies}` against the fraction of units removed; returns the axes."""
     fractions = _check_fractions(fractions)
     if not isinstance(curves, dict) or not curves:
-        raise ValueError(f"`curves` must be a non-empty dict of label -> accuracies. Received: curves={curves!r}")
+        raise ValueError(
+            f"`curves` must be a non-empty dict of label -> accuracies. Received: curves={curves!r}"
+        )
     ax = _axes(ax)
     for label, accuracies in curves.items():
         if len(accuracies) != len(fractions):
@@ -178,7 +185,8 @@ def plot_accuracy_vs_parameters(points, ax=None, title="Accuracy vs parameters")
     """Draws `{label: [(parameters, accuracy), ...]}` on a log parameter axis; returns the axes."""
     if not isinstance(points, dict) or not points:
         raise ValueError(
-            f"`points` must be a non-empty dict of label -> [(parameters, accuracy)]. Received: points={points!r}"
+            "`points` must be a non-empty dict of label -> [(parameters, accuracy)]. "
+            f"Received: points={points!r}"
         )
     ax = _axes(ax)
     for index, (label, pairs) in enumerate(points.items()):

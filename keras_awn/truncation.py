@@ -1,7 +1,7 @@
 """Reading, truncating and stripping trained adaptive models.
 
 - `widths(model)`: the current width of every adaptive layer.
-- `truncate(model, fraction=..., widths=...)`: a copy keeping each layer's most important units
+- `truncate(model, fraction=..., units=...)`: a copy keeping each layer's most important units
   (units are ordered by importance, so these are the first ones); the importance is renormalised
   over the kept units. `fraction=0` changes no prediction.
 - `strip(model)`: a copy made of plain Keras layers (`Dense` instead of `AdaptiveDense`, ...,
@@ -13,12 +13,12 @@ import math
 import keras
 from keras import ops
 
-from keras_awn import graph
-from keras_awn import reallocation
-from keras_awn.layers.adaptive_recurrent import is_adaptive_rnn
-from keras_awn.layers.adaptive_recurrent import plain_recurrent_layer
+from keras_awn._engine import resize
+from keras_awn._engine import topology
+from keras_awn._engine.folding import fold_importance
+from keras_awn.layers.adaptive_rnn import is_adaptive_rnn
+from keras_awn.layers.adaptive_rnn import plain_recurrent_layer
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
-from keras_awn.layers.adaptive_width import fold_importance
 
 
 def widths(model) -> dict:
@@ -29,12 +29,14 @@ def widths(model) -> dict:
     >>> keras_awn.widths(model)
     {'adaptive_dense': 87, 'adaptive_dense_1': 41}
     """
-    return {layer.name: layer.active_units for layer in graph.adaptive_layers(model) if layer.built}
+    return {
+        layer.name: layer.active_units for layer in topology.adaptive_layers(model) if layer.built
+    }
 
 
 def _copy(model):
     """An uncompiled copy of `model` with the same weights."""
-    if isinstance(model, keras.Sequential) or graph.functional_graph(model) is not None:
+    if isinstance(model, keras.Sequential) or topology.functional_graph(model) is not None:
         clone = model.__class__.from_config(model.get_config())
     else:
         raise ValueError(
@@ -55,8 +57,8 @@ def _kept_units(layer, fraction, requested):
             return active
         if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= active:
             raise ValueError(
-                f"`widths['{layer.name}']` must be an integer between 1 and the layer's active "
-                f"width {active}. Received: widths['{layer.name}']={keep!r}"
+                f"`units['{layer.name}']` must be an integer between 1 and the layer's active "
+                f"width {active}. Received: units['{layer.name}']={keep!r}"
             )
         return keep
     # Drop floor(fraction * active) units; the small epsilon guards float rounding (0.3 * 10).
@@ -64,7 +66,7 @@ def _kept_units(layer, fraction, requested):
     return max(active - dropped, 1)
 
 
-def truncate(model, fraction: float | None = None, widths: dict | None = None):
+def truncate(model, fraction: float | None = None, units: dict | None = None):
     """Returns a copy of `model` keeping only the most important units of each adaptive layer.
 
     Units are ordered by importance (unit 0 first), so truncation keeps units `0..k-1` of each
@@ -76,7 +78,7 @@ def truncate(model, fraction: float | None = None, widths: dict | None = None):
         model: a trained `keras_awn.Sequential` or functional model.
         fraction: float in [0, 1), the share of each layer's active units to drop (rounded down,
             at least one unit kept). `fraction=0` gives the same predictions.
-        widths: `{layer name: units to keep}` for some adaptive layers (others keep their
+        units: `{layer name: units to keep}` for some adaptive layers (others keep their
             width); an alternative to `fraction`.
 
     Returns:
@@ -86,35 +88,41 @@ def truncate(model, fraction: float | None = None, widths: dict | None = None):
 
     ```python
     small = keras_awn.truncate(model, fraction=0.3)  # drop the 30% least important units
-    small = keras_awn.truncate(model, widths={"adaptive_dense": 8})
+    small = keras_awn.truncate(model, units={"adaptive_dense": 8})
     ```
     """
-    if (fraction is None) == (widths is None):
+    if (fraction is None) == (units is None):
         raise ValueError(
-            "Pass exactly one of `fraction` and `widths`. "
-            f"Received: fraction={fraction!r}, widths={widths!r}"
+            "Pass exactly one of `fraction` and `units`. "
+            f"Received: fraction={fraction!r}, units={units!r}"
         )
-    layers = graph.adaptive_layers(model)
+    layers = topology.adaptive_layers(model)
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise ValueError(f"`fraction` must be a number in [0, 1). Received: fraction={fraction!r}")
-    else:
-        if not isinstance(widths, dict):
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0 <= fraction < 1
+        ):
             raise ValueError(
-                f"`widths` must be a dict {{layer name: units}}. Received: widths={widths!r}"
+                f"`fraction` must be a number in [0, 1). Received: fraction={fraction!r}"
+            )
+    else:
+        if not isinstance(units, dict):
+            raise ValueError(
+                f"`units` must be a dict {{layer name: units}}. Received: units={units!r}"
             )
         known = {layer.name for layer in layers}
-        unknown = sorted(set(widths) - known)
+        unknown = sorted(set(units) - known)
         if unknown:
             raise ValueError(
-                f"`widths` names layers that are not adaptive layers of the model: {unknown}. "
-                f"Adaptive layers: {sorted(known)}. Received: widths={widths!r}"
+                f"`units` names layers that are not adaptive layers of the model: {unknown}. "
+                f"Adaptive layers: {sorted(known)}. Received: units={units!r}"
             )
     # Validate every request on the original before copying anything.
-    kept = {layer.name: _kept_units(layer, fraction, widths) for layer in layers}
+    kept = {layer.name: _kept_units(layer, fraction, units) for layer in layers}
     clone = _copy(model)
-    clone_layers = graph.adaptive_layers(clone)
-    reallocation.resize(clone, {layer: kept[layer.name] for layer in clone_layers})
+    clone_layers = topology.adaptive_layers(clone)
+    resize.resize(clone, {layer: kept[layer.name] for layer in clone_layers})
     for layer in clone_layers:
         keep = kept[layer.name]
         layer.max_units = keep
@@ -151,7 +159,7 @@ def _plain_config(model):
         layer = by_name.get(name)
         replacement = _plain_replacement(layer) if layer is not None else None
         if replacement is None:
-            if layer is not None and graph.adaptive_layers(layer):
+            if layer is not None and topology.adaptive_layers(layer):
                 raise ValueError(
                     f"`strip` cannot replace layer '{name}' ({entry['class_name']}), which holds "
                     "adaptive layers, with plain layers."
@@ -200,7 +208,7 @@ def strip(model):
         else:
             target.set_weights(layer.get_weights())
     # Importances of adaptive layers go into the layers reading them (blocks fold their own).
-    for producer, links in graph.find_links(truncated).items():
+    for producer, links in topology.find_links(truncated).items():
         importance = ops.convert_to_numpy(producer.importance())
         for reader in links.direct_readers:
             fold_importance(plain_layers[reader.name], importance)

@@ -147,7 +147,7 @@ class Graph(Family):
 
     def batches(self):
         graphs, labels = cycles_and_paths(64)
-        return keras_awn.graphs.GraphBatches(graphs, labels, batch_size=self.batch_size)
+        return keras_awn.graph_data.GraphBatches(graphs, labels, batch_size=self.batch_size)
 
     def fit_data(self):
         return {"x": self.batches()}

@@ -42,7 +42,7 @@ def namespace():
     images = (digits.images[:64] / 16.0).astype("float32")
     graphs, _ = cycles_and_paths(32)
     x, y = datasets.spirals(64, turns=1.0, seed=0)
-    batch = keras_awn.graphs.batch_graphs(graphs, num_graphs=32)
+    batch = keras_awn.graph_data.batch_graphs(graphs, num_graphs=32)
     return {
         "keras": keras,
         "keras_awn": keras_awn,

@@ -1,4 +1,4 @@
-"""The examples: the main job (examples/spiral.py), annealing, every comparison task and the reproduce command."""
+"""The examples: the main job (examples/demo.py), annealing, every comparison task and the reproduce command."""
 
 import json
 import os
@@ -9,11 +9,11 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 
-import spiral  # noqa: E402
+import demo  # noqa: E402
 
 
 def test_spiral_example(tmp_path, capsys):
-    result = spiral.main(["--output", str(tmp_path)])
+    result = demo.main(["--output", str(tmp_path)])
     output = capsys.readouterr().out
     assert "learned widths" in output and "reallocation" in output
     # The train step is rebuilt at most log2(final / initial) + 2 times per adaptive layer.

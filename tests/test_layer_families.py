@@ -16,8 +16,8 @@ import pytest
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
-from keras_awn import reallocation
+from keras_awn._engine import topology
+from keras_awn._engine import resize
 from keras_awn.layers import AdaptiveWidthLayer
 from tests import helpers
 from tests.families import FAMILIES
@@ -59,7 +59,7 @@ def test_importance_is_ordered_and_masked_units_are_inert(name):
     family, model = trained(name)
     probe = family.probe()
     reference = predictions(model, probe)
-    layers = graph.adaptive_layers(model)
+    layers = topology.adaptive_layers(model)
     assert layers, "the family has adaptive layers"
     rng = np.random.default_rng(0)
     for layer in layers:
@@ -94,7 +94,7 @@ def test_normalization_keeps_masked_channels_at_zero_in_training_and_inference()
     family = FAMILIES["conv"]
     model = compiled(family.build(), learning_rate=0.05)
     model.fit(**family.fit_arguments(epochs=3, verbose=0))
-    adaptive = graph.adaptive_layers(model)[1]
+    adaptive = topology.adaptive_layers(model)[1]
     normalization = next(
         layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
     )
@@ -127,19 +127,19 @@ class GrowThenShrink(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self.seen in (self.grow_at, self.shrink_at):
             model = self.model  # syncs the JAX state
-            layers = graph.adaptive_layers(model)
+            layers = topology.adaptive_layers(model)
             if self.seen == self.grow_at:
                 self.original = {layer: layer.capacity for layer in layers}
                 target = {layer: 2 * layer.capacity for layer in layers}
             else:
                 target = self.original
             before = predictions(model, self.probe)
-            reallocation.resize(model, target)
+            resize.resize(model, target)
             self.swaps.append((before, predictions(model, self.probe)))
         self.seen += 1
 
     def on_train_batch_end(self, batch, logs=None):
-        for layer in graph.adaptive_layers(self.model):
+        for layer in topology.adaptive_layers(self.model):
             self.widest = max(self.widest, layer.desired_units - layer.capacity)
 
 
@@ -197,8 +197,8 @@ def grown_and_saved(name, path):
     """Trains, grows every adaptive layer (capacities then differ from any config default),
     trains on and saves; returns the model."""
     family, model = trained(name)
-    layers = graph.adaptive_layers(model)
-    reallocation.resize(model, {layer: layer.capacity + 3 for layer in layers})
+    layers = topology.adaptive_layers(model)
+    resize.resize(model, {layer: layer.capacity + 3 for layer in layers})
     # A controller that keeps these capacities (the default one may shrink a narrow width back
     # to its layer's default capacity).
     model.fit(**family.fit_arguments(epochs=1, verbose=0, callbacks=[frozen_controller()]))
@@ -211,8 +211,8 @@ def test_keras_file_and_weights_checkpoint_restore_and_resume(name, tmp_path):
     path = str(tmp_path / f"{name}.keras")
     family, model = grown_and_saved(name, path)
     loaded = keras.saving.load_model(path)
-    capacities = {layer.name: layer.capacity for layer in graph.adaptive_layers(model)}
-    assert {layer.name: layer.capacity for layer in graph.adaptive_layers(loaded)} == capacities
+    capacities = {layer.name: layer.capacity for layer in topology.adaptive_layers(model)}
+    assert {layer.name: layer.capacity for layer in topology.adaptive_layers(loaded)} == capacities
     assert keras_awn.widths(loaded) == keras_awn.widths(model)
     for saved, restored in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(saved), ops.convert_to_numpy(restored))
@@ -228,9 +228,9 @@ def test_keras_file_and_weights_checkpoint_restore_and_resume(name, tmp_path):
     model.save_weights(path)
     fresh = compiled(family.build())
     fresh.optimizer.build(fresh.trainable_variables)
-    assert [l.capacity for l in graph.adaptive_layers(fresh)] != [l.capacity for l in graph.adaptive_layers(model)]
+    assert [l.capacity for l in topology.adaptive_layers(fresh)] != [l.capacity for l in topology.adaptive_layers(model)]
     fresh.load_weights(path)
-    assert [l.capacity for l in graph.adaptive_layers(fresh)] == [l.capacity for l in graph.adaptive_layers(model)]
+    assert [l.capacity for l in topology.adaptive_layers(fresh)] == [l.capacity for l in topology.adaptive_layers(model)]
     for saved, restored in zip(model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables):
         np.testing.assert_array_equal(ops.convert_to_numpy(saved), ops.convert_to_numpy(restored))
     history = fresh.fit(**family.fit_arguments(epochs=1, verbose=0))
@@ -283,7 +283,7 @@ def test_truncate_zero_and_strip_predict_the_same(name):
     tolerance = dict(atol=1e-5, rtol=1e-6)
     np.testing.assert_allclose(predictions(keras_awn.truncate(model, fraction=0.0), probe), reference, **tolerance)
     plain = keras_awn.strip(model)
-    assert not [layer for layer in graph.walk(plain) if isinstance(layer, AdaptiveWidthLayer)]
+    assert not [layer for layer in topology.walk(plain) if isinstance(layer, AdaptiveWidthLayer)]
     np.testing.assert_allclose(predictions(plain, probe), reference, **tolerance)
     # Truncating does drop units: a smaller model computes a (slightly) different function.
     smaller = keras_awn.truncate(model, fraction=0.5)
@@ -328,7 +328,7 @@ def test_stripped_models_load_as_plain_keras(tmp_path):
         assert not any(c.startswith("Adaptive") for c in results[name]["classes"])
     for name in ("recurrent", "graph"):
         loaded = keras.saving.load_model(files[name][0])
-        assert not [layer for layer in graph.walk(loaded) if isinstance(layer, AdaptiveWidthLayer)]
+        assert not [layer for layer in topology.walk(loaded) if isinstance(layer, AdaptiveWidthLayer)]
         probe = FAMILIES[name].probe()
         np.testing.assert_allclose(predictions(loaded, probe), expected[name], rtol=1e-5, atol=1e-5)
 

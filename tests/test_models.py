@@ -9,7 +9,8 @@ from keras import ops
 
 import keras_awn
 from keras_awn import datasets
-from keras_awn import graph
+from keras_awn._engine import resize
+from keras_awn._engine import topology
 from keras_awn.layers import AdaptiveDense
 from keras_awn.layers import AdaptiveMLP
 from tests import helpers
@@ -57,7 +58,7 @@ def test_fit_reports_widths_in_history_and_widths(kind):
     x, y = helpers.spiral_data(256)
     model = helpers.compile_classifier(BUILDERS[kind]())
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    layers = graph.adaptive_layers(model)
+    layers = topology.adaptive_layers(model)
     assert len(layers) == 2
     reported = keras_awn.widths(model)
     assert set(reported) == {layer.name for layer in layers}
@@ -87,9 +88,9 @@ def test_plain_keras_model_with_controller():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no "no controller" warning
         history = model.fit(x, y, epochs=2, verbose=0, callbacks=[controller])
-    (layer,) = graph.adaptive_layers(model)
+    (layer,) = topology.adaptive_layers(model)
     assert history.history[f"{layer.name}_width"][-1] == layer.active_units
-    assert layer._num_examples == len(x)
+    assert layer.training_state.num_examples == len(x)
 
 
 def test_plain_keras_model_without_controller_warns_once():
@@ -106,8 +107,8 @@ def test_keras_awn_model_attaches_one_controller_and_infers_n():
     x, y = helpers.spiral_data(200)
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8,)))
     model.fit(x, y, epochs=1, verbose=0, validation_split=0.25)
-    (layer,) = graph.adaptive_layers(model)
-    assert layer._num_examples == 150  # validation examples are not training examples
+    (layer,) = topology.adaptive_layers(model)
+    assert layer.training_state.num_examples == 150  # validation examples are not training examples
 
 
 def test_explicit_num_examples_wins():
@@ -115,7 +116,7 @@ def test_explicit_num_examples_wins():
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8,)))
     controller = keras_awn.callbacks.WidthController(num_examples=5000)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[controller])
-    assert graph.adaptive_layers(model)[0]._num_examples == 5000
+    assert topology.adaptive_layers(model)[0].training_state.num_examples == 5000
 
 
 class TinyBatches(keras.utils.PyDataset):
@@ -139,7 +140,7 @@ def test_unknown_number_of_examples_is_a_clear_error():
     # ... and it is solved as the message says.
     controller = keras_awn.callbacks.WidthController(num_examples=len(x))
     model.fit(TinyBatches(x, y), epochs=1, verbose=0, callbacks=[controller])
-    assert graph.adaptive_layers(model)[0]._num_examples == len(x)
+    assert topology.adaptive_layers(model)[0].training_state.num_examples == len(x)
 
 
 def test_no_number_of_examples_needed_without_priors():
@@ -199,8 +200,8 @@ def _stale_loss_id_model(model_class, second_layer):
                          keras.layers.Dense(2)])
     model.build((None, 2))
     first = model.layers[0]
-    for layer in graph.adaptive_layers(model):
-        layer._num_examples = 100
+    for layer in topology.adaptive_layers(model):
+        layer.training_state.num_examples = 100
     marker = ops.convert_to_tensor(np.float32(0.5))
     first._prior = lambda unit_mask, factor: marker
     model.layers[1]._loss_ids.add(id(marker))
@@ -266,8 +267,8 @@ def test_zero_preserving_layers_may_sit_between(reader):
     model = helpers.compile_classifier(keras_awn.Model(inputs, outputs))
     x, y = helpers.spiral_data(64)
     model.fit(x, y, epochs=1, verbose=0)
-    layer = graph.adaptive_layers(model)[0]
-    keras_awn.reallocation.resize(model, {layer: 40})
+    layer = topology.adaptive_layers(model)[0]
+    resize.resize(model, {layer: 40})
     assert tuple(model.layers[-1].kernel.shape) == (40, 2)
     assert model.predict(x, verbose=0).shape == (64, 2)
 
@@ -354,29 +355,6 @@ def test_first_layer_uses_he_initialisation():
 
 
 # -- AdaptiveMLP ------------------------------------------------------------------------------
-
-
-def test_adaptive_mlp_shapes_and_links():
-    mlp = AdaptiveMLP(output_units=3, hidden_layers=3, initial_units=[4, 6, 8])
-    assert tuple(mlp(np.ones((2, 5), "float32")).shape) == (2, 3)
-    assert [layer.active_units for layer in mlp.hidden] == [4, 6, 8]
-    links = graph.find_links(mlp)
-    assert links[mlp.hidden[0]][0] == [mlp.hidden[1]]
-    assert links[mlp.hidden[2]][0] == [mlp.output_layer]
-
-
-@pytest.mark.parametrize(
-    "kwargs,message",
-    [
-        ({"output_units": 0}, "output_units=0"),
-        ({"output_units": 2, "hidden_layers": 0}, "hidden_layers=0"),
-        ({"output_units": 2, "hidden_layers": 2, "initial_units": [4]}, "initial_units=\\[4\\]"),
-        ({"output_units": 2, "quantile": 2.0}, "quantile=2.0"),
-    ],
-)
-def test_adaptive_mlp_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        AdaptiveMLP(**kwargs)(np.ones((1, 2), "float32"))
 
 
 def test_width_follows_the_data():

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
-from keras_awn import reallocation
+from keras_awn._engine import topology
+from keras_awn._engine import resize
 from tests import helpers
 
 
@@ -32,14 +32,14 @@ def widened_model(units=(6, 6), width=30, optimizer=None, **compile_kwargs):
         **compile_kwargs,
     )
     model.build((None, 2))
-    for layer in graph.adaptive_layers(model):
+    for layer in topology.adaptive_layers(model):
         layer.width_parameter.assign(layer.distribution.raw_for_width(width, layer.quantile))
     return model
 
 
 def state_of(model):
     return {
-        "capacities": [layer.capacity for layer in graph.adaptive_layers(model)],
+        "capacities": [layer.capacity for layer in topology.adaptive_layers(model)],
         "weights": [ops.convert_to_numpy(v) for v in model.weights],
         "optimizer": [ops.convert_to_numpy(v) for v in model.optimizer.variables],
     }
@@ -146,7 +146,7 @@ def test_weights_checkpoints_written_after_reallocations_load_and_resume(tmp_pat
     fresh = widened_model()  # the capacities of a new model: 12 and 12
     fresh.optimizer.build(fresh.trainable_variables)
     fresh.load_weights(path)
-    assert [layer.capacity for layer in graph.adaptive_layers(fresh)] == saver.state["capacities"]
+    assert [layer.capacity for layer in topology.adaptive_layers(fresh)] == saver.state["capacities"]
     for restored, saved in zip(state_of(fresh)["weights"] + state_of(fresh)["optimizer"],
                                saver.state["weights"] + saver.state["optimizer"]):
         np.testing.assert_array_equal(restored, saved)
@@ -179,7 +179,7 @@ def test_nan_batch_stops_training_and_leaves_finite_widths_and_a_loadable_model(
     # (jax and torch: yes, tensorflow: no); where they did, the controller restored them.
     restored = [w for w in caught if "restored to its last finite value" in str(w.message)]
     assert restored or keras.backend.backend() == "tensorflow"
-    for layer in graph.adaptive_layers(model):
+    for layer in topology.adaptive_layers(model):
         assert np.isfinite(float(ops.convert_to_numpy(layer.width_parameter)))
     widths = keras_awn.widths(model)
     path = str(tmp_path / "after_nan.keras")
@@ -193,7 +193,7 @@ def test_a_diverging_width_is_held_at_max_capacity():
     controller = keras_awn.callbacks.WidthController(check_every=2, max_capacity=48)
     with pytest.warns(UserWarning, match="max_capacity=48"):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
-    assert [layer.capacity for layer in graph.adaptive_layers(model)] == [48, 48]
+    assert [layer.capacity for layer in topology.adaptive_layers(model)] == [48, 48]
     assert all(width == 48 for width in keras_awn.widths(model).values())
     with pytest.raises(ValueError, match="Received: max_capacity=0"):
         keras_awn.callbacks.WidthController(max_capacity=0)
@@ -210,7 +210,7 @@ def test_a_memory_budget_holds_the_capacity_and_the_parameter_count():
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
     # Never over the budget; the widths run at the held capacities.
     assert model.count_params() <= budget
-    capacities = {layer.name: layer.capacity for layer in graph.adaptive_layers(model)}
+    capacities = {layer.name: layer.capacity for layer in topology.adaptive_layers(model)}
     assert keras_awn.widths(model) == capacities
     # Without the budget the same model grows past it (so the budget is what held it).
     free = widened_model(width=10**6)
@@ -261,7 +261,7 @@ def test_inconsistent_files_are_refused_naming_the_layer(tmp_path, edit, message
     path = str(tmp_path / "model.keras")
     model.save(path)
     rewrite_config(path, edit)
-    name = graph.adaptive_layers(model)[0].name
+    name = topology.adaptive_layers(model)[0].name
     with pytest.raises((ValueError, TypeError)) as raised:
         keras.saving.load_model(path)
     assert name in str(raised.value) and message in str(raised.value)
@@ -272,7 +272,7 @@ def test_inconsistent_files_are_refused_naming_the_layer(tmp_path, edit, message
 def test_truncation_and_strip_properties(first, second, fraction):
     model = helpers.sequential_model(initial_units=(9, 9), capacity=14, max_units=14)
     model.build((None, 2))
-    layers = graph.adaptive_layers(model)
+    layers = topology.adaptive_layers(model)
     for layer, units in zip(layers, (first, second)):
         layer.width_parameter.assign(layer.distribution.raw_for_width(units, layer.quantile))
     widths = keras_awn.widths(model)
@@ -307,7 +307,7 @@ def seeded_run():
     controller = keras_awn.callbacks.WidthController(check_every=2)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller, trajectory])
     # Layer names differ between the two runs (Keras numbers them): compare by position.
-    positions = {layer.name: i for i, layer in enumerate(graph.adaptive_layers(model))}
+    positions = {layer.name: i for i, layer in enumerate(topology.adaptive_layers(model))}
     events = [{**event, "layer": positions[event["layer"]]} for event in controller.reallocations]
     return trajectory.trajectory, events, [ops.convert_to_numpy(v) for v in model.weights]
 
@@ -345,9 +345,9 @@ class GrowAndShrinkBack(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self.seen in (2, 5):
             model = self.model
-            layers = graph.adaptive_layers(model)
+            layers = topology.adaptive_layers(model)
             factor = 2 if self.seen == 2 else 0.5
-            reallocation.resize(model, {layer: int(layer.capacity * factor) for layer in layers})
+            resize.resize(model, {layer: int(layer.capacity * factor) for layer in layers})
             self.optimizer_classes.append(type(model.optimizer).__name__)
         self.seen += 1
 
@@ -397,8 +397,8 @@ def test_ema_averages_of_new_units_start_at_their_values():
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = helpers.spiral_data(64)
     model.fit(x, y, epochs=1, verbose=0)
-    first = graph.adaptive_layers(model)[0]
-    reallocation.resize(model, {first: 40})
+    first = topology.adaptive_layers(model)[0]
+    resize.resize(model, {first: 40})
     averages = model.optimizer._model_variables_moving_average
     for variable, average in zip(model.trainable_variables, averages):
         if variable is first.kernel:

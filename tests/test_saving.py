@@ -9,7 +9,8 @@ import pytest
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
+from keras_awn._engine import resize
+from keras_awn._engine import topology
 from keras_awn.layers import AdaptiveMLP
 from tests import helpers
 from tests.test_models import MLPClassifier
@@ -31,7 +32,7 @@ BUILDERS = {
 
 def widen(model, units=60):
     """Makes every adaptive layer ask for more units than it has, so fit must reallocate."""
-    for layer in graph.adaptive_layers(model):
+    for layer in topology.adaptive_layers(model):
         layer.width_parameter.assign(layer.distribution.raw_for_width(units, layer.quantile))
 
 
@@ -50,7 +51,7 @@ class SaveMidEpoch(keras.callbacks.Callback):
             self.snapshot = {
                 "weights": [ops.convert_to_numpy(v) for v in model.weights],
                 "optimizer": [ops.convert_to_numpy(v) for v in model.optimizer.variables],
-                "capacities": {l.name: l.capacity for l in graph.adaptive_layers(model)},
+                "capacities": {l.name: l.capacity for l in topology.adaptive_layers(model)},
                 "widths": keras_awn.widths(model),
             }
         self.seen += 1
@@ -73,7 +74,7 @@ def test_mid_training_save_restores_everything_and_resumes(kind, tmp_path):
     path = str(tmp_path / f"{kind}.keras")
     snapshot = train_and_save_mid_training(BUILDERS[kind], path)
     loaded = keras.saving.load_model(path)
-    assert {l.name: l.capacity for l in graph.adaptive_layers(loaded)} == snapshot["capacities"]
+    assert {l.name: l.capacity for l in topology.adaptive_layers(loaded)} == snapshot["capacities"]
     assert keras_awn.widths(loaded) == snapshot["widths"]
     for saved, restored in zip(snapshot["weights"], loaded.weights):
         np.testing.assert_array_equal(saved, ops.convert_to_numpy(restored))
@@ -92,7 +93,7 @@ def test_reload_predicts_identically_and_subclassed_round_trip(tmp_path):
     x, y = helpers.spiral_data(128)
     model = helpers.compile_classifier(MLPClassifier())
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)
-    keras_awn.reallocation.resize(model, {model.mlp.hidden[0]: 21})
+    resize.resize(model, {model.mlp.hidden[0]: 21})
     path = str(tmp_path / "subclassed.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -187,7 +188,7 @@ def test_stripped_file_loads_without_keras_awn_on_this_backend(saved_files):
 def test_build_config_follows_the_input_width():
     model = helpers.sequential_model(initial_units=(6, 6))
     first, second, dense = model.layers
-    keras_awn.reallocation.resize(model, {first: 30})
+    resize.resize(model, {first: 30})
     assert second.get_build_config()["input_shape"][-1] == 30
     assert dense.get_build_config()["input_shape"][-1] == 12
     config = model.get_config()

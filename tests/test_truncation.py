@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
+from keras_awn._engine import topology
 from tests import helpers
 from tests.test_models import MLPClassifier
 from tests.test_saving import BUILDERS
@@ -28,14 +28,14 @@ def test_fraction_zero_changes_no_prediction(trained):
     truncated = keras_awn.truncate(model, fraction=0.0)
     np.testing.assert_allclose(truncated.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     assert keras_awn.widths(truncated) == keras_awn.widths(model)
-    for layer in graph.adaptive_layers(truncated):
+    for layer in topology.adaptive_layers(truncated):
         assert layer.capacity == layer.active_units == layer.max_units
 
 
 def test_truncation_keeps_the_most_important_prefix(trained):
     model, x = trained
     truncated = keras_awn.truncate(model, fraction=0.5)
-    for original, kept in zip(graph.adaptive_layers(model), graph.adaptive_layers(truncated)):
+    for original, kept in zip(topology.adaptive_layers(model), topology.adaptive_layers(truncated)):
         width = original.active_units
         assert kept.active_units == width - int(np.floor(0.5 * width))
         k = kept.active_units
@@ -54,7 +54,7 @@ def test_truncation_keeps_the_most_important_prefix(trained):
 def test_truncated_first_layer_output_matches_numpy(trained):
     model, x = trained
     truncated = keras_awn.truncate(model, fraction=0.3)
-    layer = graph.adaptive_layers(truncated)[0]
+    layer = topology.adaptive_layers(truncated)[0]
     if layer.kernel.shape[0] != 2:  # the MLP block's first layer also reads the model input
         pytest.fail("the first adaptive layer should read the 2-D input")
     reference = helpers.numpy_adaptive_dense(layer, x.astype("float64"))
@@ -63,8 +63,8 @@ def test_truncated_first_layer_output_matches_numpy(trained):
 
 def test_truncate_to_given_widths(trained):
     model, x = trained
-    first = graph.adaptive_layers(model)[0]
-    truncated = keras_awn.truncate(model, widths={first.name: 2})
+    first = topology.adaptive_layers(model)[0]
+    truncated = keras_awn.truncate(model, units={first.name: 2})
     assert keras_awn.widths(truncated)[first.name] == 2
     others = {k: v for k, v in keras_awn.widths(model).items() if k != first.name}
     assert {k: v for k, v in keras_awn.widths(truncated).items() if k != first.name} == others
@@ -99,11 +99,11 @@ def test_strip_of_a_truncated_model(trained):
     "kwargs,message",
     [
         ({}, "exactly one"),
-        ({"fraction": 0.1, "widths": {}}, "exactly one"),
+        ({"fraction": 0.1, "units": {}}, "exactly one"),
         ({"fraction": 1.0}, "fraction=1.0"),
         ({"fraction": -0.1}, "fraction=-0.1"),
-        ({"widths": {"no_such_layer": 3}}, "no_such_layer"),
-        ({"widths": [3]}, "widths=\\[3\\]"),
+        ({"units": {"no_such_layer": 3}}, "no_such_layer"),
+        ({"units": [3]}, "units=\\[3\\]"),
     ],
 )
 def test_truncate_rejects_bad_arguments(kwargs, message):
@@ -112,12 +112,12 @@ def test_truncate_rejects_bad_arguments(kwargs, message):
         keras_awn.truncate(model, **kwargs)
 
 
-def test_truncate_rejects_widths_outside_the_active_range():
+def test_truncate_rejects_units_outside_the_active_range():
     model = helpers.sequential_model(initial_units=(8, 8))
     name = model.layers[0].name
     for bad in (0, 9, 2.5):
-        with pytest.raises(ValueError, match=f"widths\\['{name}'\\]={bad}"):
-            keras_awn.truncate(model, widths={name: bad})
+        with pytest.raises(ValueError, match=f"units\\['{name}'\\]={bad}"):
+            keras_awn.truncate(model, units={name: bad})
 
 
 def test_subclassed_models_are_refused_clearly():

@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
+from keras_awn.layers.adaptive_kernel import AdaptiveKernelLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
-class AdaptiveDense(AdaptiveWidthLayer):
+class AdaptiveDense(AdaptiveKernelLayer):
     """Densely-connected layer whose number of units is learned during `fit`.
 
     Computes `activation(inputs @ kernel + bias) * importance`, where `importance` (one value per
@@ -80,11 +80,14 @@ class AdaptiveDense(AdaptiveWidthLayer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        super().__init__(initial_units, **kwargs)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        super().__init__(
+            initial_units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            **kwargs,
+        )
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -93,44 +96,14 @@ class AdaptiveDense(AdaptiveWidthLayer):
                 f"The last dimension of the inputs to '{self.name}' must be defined. "
                 f"Received: input_shape={input_shape}"
             )
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(input_dim, self.capacity),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.capacity,), initializer=self.bias_initializer
-            )
-        self._build_width_parameter()
+        self._build_kernel((input_dim,))
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs, training=None):
-        outputs = ops.matmul(inputs, self.kernel)
-        if self.bias is not None:
-            outputs = ops.add(outputs, self.bias)
-        outputs = self.activation(outputs)
-        # Importance after the activation: masked units output exactly 0 whatever activation(0).
-        importance, unit_mask = self.importance_and_mask()
-        outputs = outputs * ops.cast(importance, outputs.dtype)
-        self._add_prior_loss(training, unit_mask)
-        return outputs
+        return self._output_units(ops.matmul(inputs, self.kernel), training)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.capacity,)
-
-    def output_unit_variables(self):
-        unit_variables = [(self.kernel, 1)]
-        if self.bias is not None:
-            unit_variables.append((self.bias, 0))
-        return unit_variables
-
-    def input_unit_variables(self):
-        return [(self.kernel, 0)]
-
-    def initializer_for(self, variable):
-        return self.kernel_initializer if variable is self.kernel else self.bias_initializer
 
     def plain_layer(self):
         """The `keras.layers.Dense` computing this layer's output before its importance."""
@@ -143,25 +116,5 @@ class AdaptiveDense(AdaptiveWidthLayer):
             trainable=self.trainable,
         )
 
-    def assign_plain_weights(self, plain):
-        plain.kernel.assign(ops.convert_to_numpy(self.kernel))
-        if self.use_bias:
-            plain.bias.assign(ops.convert_to_numpy(self.bias))
-
-    def get_build_config(self):
-        # The input width follows the feeding layer's reallocations; report the current one.
-        if not self.built:
-            return super().get_build_config()
-        return {"input_shape": (None, int(self.kernel.shape[0]))}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
+    def _built_input_shape(self, input_units):
+        return (None, input_units)

@@ -3,10 +3,12 @@
 import keras
 from keras import ops
 
-from keras_awn import distributions
-from keras_awn import graph
+from keras_awn._engine import topology
+from keras_awn._engine import validation
+from keras_awn._engine.folding import fold_importance
 from keras_awn.layers.adaptive_dense import AdaptiveDense
-from keras_awn.layers.adaptive_width import fold_importance
+from keras_awn.layers.adaptive_width import pop_width_arguments
+from keras_awn.layers.adaptive_width import serialize_width_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -27,11 +29,12 @@ class AdaptiveMLP(keras.layers.Layer):
         output_activation: activation of the output layer. Defaults to None.
         dropout: float in [0, 1), the dropout rate applied to each hidden layer's output during
             training. Defaults to 0.
-        quantile, distribution, min_units, max_units, importance_normalization,
-        weight_prior_scale, width_prior: passed to every hidden `AdaptiveDense`.
         hidden_layer_configs: serialized hidden layers, used when a saved block is loaded
             (they carry each layer's current capacity). Leave to None.
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
+        **kwargs: the width arguments of `AdaptiveWidthLayer` (`quantile`, `distribution`,
+            `min_units`, `max_units`, `importance_normalization`, `weight_prior_scale`,
+            `width_prior`), passed to every hidden `AdaptiveDense`, and base layer arguments
+            (`name`, `dtype`, ...).
 
     Example:
 
@@ -59,19 +62,11 @@ class AdaptiveMLP(keras.layers.Layer):
         activation="relu",
         output_activation=None,
         dropout: float = 0.0,
-        quantile: float = 0.9,
-        distribution="exponential",
-        min_units: int = 1,
-        max_units: int | None = None,
-        importance_normalization: str = "mean",
-        weight_prior_scale: float | None = 1.0,
-        width_prior: dict | None = None,
         hidden_layer_configs: list | None = None,
         **kwargs,
     ):
-        for name, value in (("output_units", output_units), ("hidden_layers", hidden_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        validation.check_int("output_units", output_units)
+        validation.check_int("hidden_layers", hidden_layers)
         if isinstance(initial_units, (list, tuple)):
             if len(initial_units) != hidden_layers:
                 raise ValueError(
@@ -79,8 +74,8 @@ class AdaptiveMLP(keras.layers.Layer):
                     f"({hidden_layers}). Received: initial_units={initial_units!r}"
                 )
             initial_units = list(initial_units)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+        validation.check_fraction("dropout", dropout)
+        width_arguments = pop_width_arguments(kwargs)
         super().__init__(**kwargs)
         self.dropout = float(dropout)
         self.output_units = output_units
@@ -88,21 +83,17 @@ class AdaptiveMLP(keras.layers.Layer):
         self.initial_units = initial_units
         self.activation = keras.activations.get(activation)
         self.output_activation = keras.activations.get(output_activation)
-        self.adaptive_arguments = {
-            "quantile": quantile,
-            "distribution": distribution,
-            "min_units": min_units,
-            "max_units": max_units,
-            "importance_normalization": importance_normalization,
-            "weight_prior_scale": weight_prior_scale,
-            "width_prior": width_prior,
-        }
+        self.adaptive_arguments = width_arguments
         if hidden_layer_configs is not None:
             self.hidden = [
                 keras.saving.deserialize_keras_object(config) for config in hidden_layer_configs
             ]
         else:
-            per_layer = initial_units if isinstance(initial_units, list) else [initial_units] * hidden_layers
+            per_layer = (
+                initial_units
+                if isinstance(initial_units, list)
+                else [initial_units] * hidden_layers
+            )
             self.hidden = [
                 AdaptiveDense(
                     units,
@@ -123,7 +114,7 @@ class AdaptiveMLP(keras.layers.Layer):
         self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
         readers = self.hidden[1:] + [self.output_layer]
         for producer, reader in zip(self.hidden, readers):
-            graph.compensate(producer, reader)
+            topology.compensate(producer, reader)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -133,7 +124,7 @@ class AdaptiveMLP(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
         if not self.output_layer.built:
             self.output_layer.build(shape)
-        graph.link(self)
+        topology.link(self)
 
     def adaptive_links(self):
         """`[(adaptive layer, [readers])]`: each hidden layer feeds the next layer of the block."""
@@ -196,10 +187,7 @@ class AdaptiveMLP(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "output_activation": keras.activations.serialize(self.output_activation),
                 "dropout": self.dropout,
-                **self.adaptive_arguments,
-                "distribution": distributions.serialize(
-                    distributions.get(self.adaptive_arguments["distribution"])
-                ),
+                **serialize_width_arguments(self.adaptive_arguments),
                 "hidden_layer_configs": [self._hidden_config(layer) for layer in self.hidden],
             }
         )

@@ -11,48 +11,28 @@ import math
 import warnings
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_awn import distributions as distributions_module
+from keras_awn._engine import keras_internals
+from keras_awn._engine import saving
+from keras_awn._engine import validation
+from keras_awn._engine.training_state import TrainingState
 
 NORMALIZATIONS = ("sum", "mean")
 
-
-# The keras_awn models whose `load_weights` is running: their adaptive layers may take the
-# capacities the file holds (a backup written after reallocations). Outside of it, a file whose
-# capacities differ from the layer's config is refused.
-_MODELS_LOADING_WEIGHTS = []
-
-
-class WidthLinks:
-    """Who feeds an adaptive layer and who reads it (set by `keras_awn.graph`).
-
-    A plain object on purpose: Keras tracks `Layer` attributes (and torch registers modules), so
-    references to neighbouring layers must not be stored as attributes directly.
-    """
-
-    def __init__(self):
-        self.producer = None  # the adaptive layer whose output this layer reads, if any
-        self.consumers = []  # layers whose input axis follows this layer's units
-        self.passthrough = []  # zero-preserving layers between this layer and its consumers
-        self.controlled = False  # a WidthController is attached to the running fit
-        self.warned = False
-
-    def __repr__(self):
-        names = [c.name for c in self.consumers]
-        producer = self.producer.name if self.producer is not None else None
-        return f"WidthLinks(producer={producer}, consumers={names})"
-
-
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-
-
-def _check_positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+# The arguments that shape a learned width, with their defaults. Every adaptive layer takes them;
+# blocks (`AdaptiveMLP`, `AdaptiveRNNCell`, `AdaptiveGINConv`, ...) pass them to their adaptive
+# sublayers. Documented once, in `AdaptiveWidthLayer`'s docstring.
+WIDTH_ARGUMENTS = {
+    "quantile": 0.9,
+    "distribution": "exponential",
+    "min_units": 1,
+    "max_units": None,
+    "importance_normalization": "mean",
+    "weight_prior_scale": 1.0,
+    "width_prior": None,
+}
 
 
 def validate_width_prior(width_prior):
@@ -64,9 +44,70 @@ def validate_width_prior(width_prior):
             "`width_prior` must be None or a dict with keys 'mean_units' and 'scale', e.g. "
             f"{{'mean_units': 64, 'scale': 1.0}}. Received: width_prior={width_prior!r}"
         )
-    _check_positive_int("width_prior['mean_units']", width_prior["mean_units"])
-    _check_positive_number("width_prior['scale']", width_prior["scale"])
+    validation.check_int("width_prior['mean_units']", width_prior["mean_units"])
+    validation.check_positive_number("width_prior['scale']", width_prior["scale"])
     return {"mean_units": int(width_prior["mean_units"]), "scale": float(width_prior["scale"])}
+
+
+def validate_width_arguments(
+    quantile,
+    distribution,
+    min_units,
+    max_units,
+    importance_normalization,
+    weight_prior_scale,
+    width_prior,
+) -> dict:
+    """Checks the width arguments (see `WIDTH_ARGUMENTS`) and returns them normalised."""
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)):
+        raise ValueError(f"`quantile` must be a float in (0, 1). Received: quantile={quantile!r}")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(
+            f"`quantile` must be in the open interval (0, 1). Received: quantile={quantile!r}"
+        )
+    distribution = distributions_module.get(distribution)
+    validation.check_int("min_units", min_units)
+    validation.check_int("max_units", max_units, allow_none=True)
+    if max_units is not None and max_units < min_units:
+        raise ValueError(
+            "`max_units` must be >= `min_units`. "
+            f"Received: max_units={max_units}, min_units={min_units}"
+        )
+    if importance_normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`importance_normalization` must be one of {NORMALIZATIONS}. "
+            f"Received: importance_normalization={importance_normalization!r}"
+        )
+    if weight_prior_scale is not None:
+        validation.check_positive_number("weight_prior_scale", weight_prior_scale)
+    return {
+        "quantile": float(quantile),
+        "distribution": distribution,
+        "min_units": min_units,
+        "max_units": max_units,
+        "importance_normalization": importance_normalization,
+        "weight_prior_scale": None if weight_prior_scale is None else float(weight_prior_scale),
+        "width_prior": validate_width_prior(width_prior),
+    }
+
+
+def pop_width_arguments(kwargs: dict) -> dict:
+    """Takes the width arguments out of a block's `kwargs`, checked, defaults filled in.
+
+    A block keeps what the user passed (a distribution name stays a name) for its sublayers
+    and its config; the check runs here so that a bad value is refused by the block itself.
+    """
+    arguments = {name: kwargs.pop(name, default) for name, default in WIDTH_ARGUMENTS.items()}
+    validate_width_arguments(**arguments)
+    return arguments
+
+
+def serialize_width_arguments(arguments: dict) -> dict:
+    """The width arguments as a config holds them (a distribution instance serialized)."""
+    return {
+        **arguments,
+        "distribution": distributions_module.serialize(arguments["distribution"]),
+    }
 
 
 class AdaptiveWidthLayer(keras.layers.Layer):
@@ -109,6 +150,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     # takes (docs/performance.md, the spiral table). Families whose unit costs much more per
     # example (a convolution filter, an attention head) set 1: no floor.
     min_capacity = 64
+    # False for layers called inside a loop (the hidden layers of a recurrent cell, set by the
+    # cell): a loss added in `call` would be added once per time step, or leak from the loop's
+    # trace. `keras_awn.Model` adds the prior of such layers once per step, in `compute_loss`.
+    adds_prior_in_call = True
 
     def __init__(
         self,
@@ -123,42 +168,32 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         width_prior: dict | None = None,
         **kwargs,
     ):
-        _check_positive_int("initial_units", initial_units)
-        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)):
-            raise ValueError(f"`quantile` must be a float in (0, 1). Received: quantile={quantile!r}")
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"`quantile` must be in the open interval (0, 1). Received: quantile={quantile!r}")
-        _check_positive_int("min_units", min_units)
-        if max_units is not None:
-            _check_positive_int("max_units", max_units)
-            if max_units < min_units:
-                raise ValueError(
-                    "`max_units` must be >= `min_units`. "
-                    f"Received: max_units={max_units}, min_units={min_units}"
-                )
+        validation.check_int("initial_units", initial_units)
+        arguments = validate_width_arguments(
+            quantile,
+            distribution,
+            min_units,
+            max_units,
+            importance_normalization,
+            weight_prior_scale,
+            width_prior,
+        )
         if capacity is not None:
-            _check_positive_int("capacity", capacity)
+            validation.check_int("capacity", capacity)
             if max_units is not None and capacity > max_units:
                 raise ValueError(
                     "`capacity` must be <= `max_units`. "
                     f"Received: capacity={capacity}, max_units={max_units}"
                 )
-        if importance_normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"`importance_normalization` must be one of {NORMALIZATIONS}. "
-                f"Received: importance_normalization={importance_normalization!r}"
-            )
-        if weight_prior_scale is not None:
-            _check_positive_number("weight_prior_scale", weight_prior_scale)
         super().__init__(**kwargs)
         self.initial_units = initial_units
-        self.quantile = float(quantile)
-        self.distribution = distributions_module.get(distribution)
-        self.min_units = min_units
-        self.max_units = max_units
-        self.importance_normalization = importance_normalization
-        self.weight_prior_scale = None if weight_prior_scale is None else float(weight_prior_scale)
-        self.width_prior = validate_width_prior(width_prior)
+        self.quantile = arguments["quantile"]
+        self.distribution = arguments["distribution"]
+        self.min_units = arguments["min_units"]
+        self.max_units = arguments["max_units"]
+        self.importance_normalization = arguments["importance_normalization"]
+        self.weight_prior_scale = arguments["weight_prior_scale"]
+        self.width_prior = arguments["width_prior"]
         if capacity is None:
             capacity = max(2 * initial_units, self.min_capacity)
             if max_units is not None:
@@ -166,21 +201,15 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self.capacity = capacity
         # Computed eagerly here because readers may be built later inside a traced call.
         self.initial_reader_stddev = self._initial_reader_stddev()
-        # Python-side state the controller sets; never serialized.
-        self._width_links = WidthLinks()
-        self._num_examples = None
-        # Set by WidthController during a width warm-up; read when the step is traced.
-        self._width_frozen = False
-        # Set by WidthController when it tightened the capacity around a settled width.
-        self._capacity_settled = False
-        # False for layers called inside a loop (a recurrent cell): a loss added there would be
-        # added once per time step, or leak from the loop's trace. `keras_awn.Model` adds the
-        # prior of such layers once per step, in `compute_loss`.
-        self._prior_in_call = True
+        # What a running fit tells this layer (see `keras_awn._engine.training_state`); never
+        # serialized.
+        self.training_state = TrainingState()
 
     def _initial_reader_stddev(self) -> float:
         """The paper's initialisation scale of the layers reading this one, at the start."""
-        return self.reader_stddev(self.distribution.raw_for_width(self.initial_units, self.quantile))
+        return self.reader_stddev(
+            self.distribution.raw_for_width(self.initial_units, self.quantile)
+        )
 
     def reader_stddev(self, width_parameter: float) -> float:
         """`sqrt(2 / sum(p ** 2))` for this layer's importance `p` at `width_parameter`.
@@ -214,18 +243,11 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         # `.value` (the step's value inside a stateless JAX step): operators and ops on it skip
         # the variable conversion, a dispatch on eager backends.
         raw = self.width_parameter.value
-        return ops.stop_gradient(raw) if self._width_frozen else raw
+        return ops.stop_gradient(raw) if self.training_state.width_frozen else raw
 
-    def desired_units_tensor(self, width_parameter=None):
-        """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor).
-
-        Args:
-            width_parameter: a value of the width parameter to use instead of the variable's
-                (the controller reads it from the running fit's state).
-        """
-        if width_parameter is None:
-            width_parameter = self.width_parameter.value
-        return self._bounded_width(width_parameter, self._upper_units())
+    def desired_units_tensor(self):
+        """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
+        return self._bounded_width(self.width_parameter.value, self._upper_units())
 
     def active_units_tensor(self):
         """Units that exist in this step: the desired width, capped by the capacity."""
@@ -291,7 +313,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     # -- Width, eager (between steps) -----------------------------------------------------------
 
     def desired_units_on_host(self, width_parameter: float) -> float:
-        """`desired_units_tensor(width_parameter)` computed on the host (a Python float)."""
+        """`desired_units_tensor()` at `width_parameter`, computed on the host (a Python float)."""
         width = self.distribution.width_on_host(width_parameter, self.quantile)
         return min(max(width, float(self.min_units)), self._upper_units())
 
@@ -381,7 +403,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         total = None
         if self.weight_prior_scale is not None:
             output_mask = self.unit_mask() if unit_mask is None else unit_mask
-            producer = self._width_links.producer
+            producer = self.training_state.producer
             input_mask = producer.unit_mask() if producer is not None else None
             input_axes = {id(v): axis for v, axis in self.input_unit_variables()}
             unit_squares = None
@@ -399,13 +421,15 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             total = term if total is None else total + term
         return total
 
-    def _has_prior(self):
+    def has_prior(self) -> bool:
+        """Whether the layer has a prior (on its weights or on its width parameter)."""
         return self.weight_prior_scale is not None or self.width_prior is not None
 
     def _add_prior_loss(self, training, unit_mask=None):
         """Adds the prior scaled by 1/N (the ELBO per example) once N is known."""
-        if training and not self._width_links.controlled and not self._width_links.warned:
-            self._width_links.warned = True
+        state = self.training_state
+        if training and not state.controlled and not state.warned:
+            state.warned = True
             warnings.warn(
                 f"Adaptive layer '{self.name}' is training without a "
                 "`keras_awn.callbacks.WidthController`: its capacity cannot grow or shrink and "
@@ -414,46 +438,29 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 "`callbacks=[keras_awn.callbacks.WidthController()]` to `fit`.",
                 stacklevel=3,
             )
-        if self._prior_in_call and self._num_examples is not None and self._has_prior():
-            self.add_loss(self._prior(unit_mask, 1.0 / self._num_examples))
+        if self.adds_prior_in_call and state.num_examples is not None and self.has_prior():
+            self.add_loss(self._prior(unit_mask, 1.0 / state.num_examples))
 
     def _clear_losses(self):
-        # Inside a stateless step (`stateless_call`, how Keras trains on JAX) each layer a model
-        # calls starts a call of its own, and Keras then removes from the step's losses every
-        # loss whose `id` this layer recorded at its previous call. Those tensors are freed by
-        # then, and an id can be reused by the loss another layer added earlier in this step,
-        # which would be dropped: a layer's prior silently missing from the loss and gradient of
-        # a whole compiled step (seen in about 1 run in 10). Forgetting the old ids first keeps
-        # every other layer's loss; a new step's losses hold none of this layer's anyway.
-        self._loss_ids.clear()
+        # Keras' private hook, called at the start of every call: see
+        # `keras_internals.forget_loss_ids` for why the old loss ids go first.
+        keras_internals.forget_loss_ids(self)
         super()._clear_losses()
 
     def scaled_prior_loss(self):
         """The prior scaled by 1/N, or None while N is unknown or the layer has no prior."""
-        if self._num_examples is None or not self._has_prior():
+        num_examples = self.training_state.num_examples
+        if num_examples is None or not self.has_prior():
             return None
-        return self._prior(None, 1.0 / self._num_examples)
+        return self._prior(None, 1.0 / num_examples)
 
     # -- Loading -------------------------------------------------------------------------------
 
-    def _stored_capacity(self, store):
-        """The number of units the stored weights hold, or None if it cannot be read."""
-        own = list(self._trainable_variables) + list(self._non_trainable_variables)
-        variable, axis = self.output_unit_variables()[0]
-        position = next((i for i, v in enumerate(own) if v is variable), None)
-        try:
-            shape = store[f"{position}"].shape
-        except (KeyError, TypeError, AttributeError):
-            return None
-        if len(shape) != len(variable.shape):
-            return None
-        return int(shape[axis])
-
     def load_own_variables(self, store):
-        stored = self._stored_capacity(store) if self.built else None
+        stored = saving.stored_capacity(self, store) if self.built else None
         if stored is not None and stored != self.capacity:
-            model = _MODELS_LOADING_WEIGHTS[-1] if _MODELS_LOADING_WEIGHTS else None
-            if model is None:
+            resize_on_load = self.training_state.resize_on_load
+            if resize_on_load is None:
                 raise ValueError(
                     f"The weights stored for adaptive layer '{self.name}' "
                     f"({type(self).__name__}) hold {stored} units, but its configuration says "
@@ -462,10 +469,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                     "or load weights into a `keras_awn.Model`/`keras_awn.Sequential`, whose "
                     "`load_weights` resizes its adaptive layers to the file."
                 )
-            # Imported here: reallocation imports this module.
-            from keras_awn import reallocation
-
-            reallocation.resize(model, {self: stored})
+            resize_on_load(self, stored)
         super().load_own_variables(store)
 
     @classmethod
@@ -498,29 +502,6 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             }
         )
         return config
-
-
-def fold_importance(reader, importance) -> None:
-    """Folds a producer's `importance` (numpy, one value per unit) into a plain Keras `reader`
-    of its units, so that the reader computes from the unscaled units what it computed from
-    the scaled ones (`strip`). `reader` is built, with as many input units as `importance`.
-
-    - `Dense`, `Conv2D`: the kernel's input axis is multiplied, `W[..., i, :] * p[i]`.
-    - `BatchNormalization` (inference): `gamma * p` and `moving_mean / p`, since
-      `(p x - m) / s = p (x - m / p) / s`.
-    """
-    importance = np.asarray(importance, dtype="float64")
-    if isinstance(reader, keras.layers.BatchNormalization):
-        gamma = ops.convert_to_numpy(reader.gamma).astype("float64")
-        mean = ops.convert_to_numpy(reader.moving_mean).astype("float64")
-        reader.gamma.assign((gamma * importance).astype(reader.gamma.dtype))
-        reader.moving_mean.assign((mean / importance).astype(reader.moving_mean.dtype))
-        return
-    kernel = ops.convert_to_numpy(reader.kernel)
-    shape = [1] * kernel.ndim
-    shape[-2] = -1  # the input axis: 0 for Dense, 2 for Conv2D
-    folded = kernel.astype("float64") * importance.reshape(shape)
-    reader.kernel.assign(folded.astype(kernel.dtype))
 
 
 def deserialize_layer(layer):

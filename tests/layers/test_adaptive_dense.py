@@ -102,7 +102,7 @@ def test_prior_loss_matches_numpy():
         weight_prior_scale=0.5,
         width_prior={"mean_units": 30, "scale": 2.0},
     )
-    layer._num_examples = 100
+    layer.training_state.num_examples = 100
     x = np.ones((2, 4), "float32")
     layer(x)
     (loss,) = layer.losses
@@ -125,8 +125,8 @@ def test_no_prior_term_until_the_number_of_examples_is_known():
 def test_masked_input_rows_are_excluded_from_the_prior():
     model = helpers.sequential_model(initial_units=(4, 5))
     first, second = model.layers[0], model.layers[1]
-    second._num_examples = 1
-    first._num_examples = 1
+    second.training_state.num_examples = 1
+    first.training_state.num_examples = 1
     model(np.ones((1, 2), "float32"))
     kernel = ops.convert_to_numpy(second.kernel).astype("float64")
     bias = ops.convert_to_numpy(second.bias).astype("float64")

@@ -1,8 +1,8 @@
 """Reallocation: change the physical capacity of adaptive layers between training steps.
 
-This is the only module of keras_awn that knows Keras and backend internals. A Keras variable
-cannot change shape, so a resize creates new variables and swaps them into the layers' trackers
-at the same positions, which keeps the order that saving and the optimizer rely on. The procedure
+A Keras variable cannot change shape, so a resize creates new variables and swaps them into the
+layers' trackers at the same positions, which keeps the order that saving and the optimizer rely
+on. The procedure
 (measured on all three backends; skipping a step fails, silently on some):
 
 1. The caller reads `callback.model` first: on JAX this writes the running state back into the
@@ -21,93 +21,17 @@ New units are masked (beyond the width) when created, so a reallocation does not
 model computes.
 """
 
-import contextlib
-import functools
 import math
-import random
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_awn import graph
+from keras_awn._engine import backend_guards
+from keras_awn._engine import initializers
+from keras_awn._engine import topology
+from keras_awn._engine.training_state import rebuild_step_functions
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
-
-
-def _random_seed() -> int:
-    # Python's RNG is seeded by keras.utils.set_random_seed, so reallocations are reproducible.
-    return random.randint(0, 2**31 - 1)
-
-
-def _fans(shape):
-    """`(fan_in, fan_out)` as Keras computes them for a weight of `shape`."""
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    receptive_field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    return shape[-2] * receptive_field, shape[-1] * receptive_field
-
-
-def _truncated_normal(rng, shape, stddev):
-    """Normal draws redrawn until within two standard deviations (Keras' truncation)."""
-    values = rng.standard_normal(shape)
-    outside = np.abs(values) > 2.0
-    while outside.any():
-        values[outside] = rng.standard_normal(int(outside.sum()))
-        outside = np.abs(values) > 2.0
-    return values * stddev
-
-
-def _numpy_draw(initializer, shape, rng):
-    """Draws `initializer` at `shape` on the host for Keras' built-in initializers, or None.
-
-    Reallocation runs between steps; drawing with the backend's RNG at a new shape compiles a
-    kernel per shape on JAX (about 0.3 s each), so the standard distributions are drawn with
-    numpy from the same distributions Keras documents.
-    """
-    initializers = keras.initializers
-    config = initializer.get_config()
-    if isinstance(initializer, initializers.Zeros):
-        return np.zeros(shape)
-    if isinstance(initializer, initializers.Ones):
-        return np.ones(shape)
-    if type(initializer) is initializers.Constant:
-        return np.full(shape, float(np.asarray(config["value"])))
-    if type(initializer) is initializers.RandomNormal:
-        return rng.normal(config["mean"], config["stddev"], shape)
-    if type(initializer) is initializers.TruncatedNormal:
-        return config["mean"] + _truncated_normal(rng, shape, config["stddev"])
-    if type(initializer) is initializers.RandomUniform:
-        return rng.uniform(config["minval"], config["maxval"], shape)
-    if (
-        isinstance(initializer, initializers.VarianceScaling)
-        and type(initializer).__call__ is initializers.VarianceScaling.__call__
-        and config.get("input_axes") is None
-        and config.get("output_axes") is None
-    ):
-        fan_in, fan_out = _fans(shape)
-        fans = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
-        scale = initializer.scale / max(1.0, fans[initializer.mode])
-        if initializer.distribution == "truncated_normal":
-            return _truncated_normal(rng, shape, math.sqrt(scale) / 0.87962566103423978)
-        if initializer.distribution == "untruncated_normal":
-            return rng.normal(0.0, math.sqrt(scale), shape)
-        limit = math.sqrt(3.0 * scale)
-        return rng.uniform(-limit, limit, shape)
-    return None
-
-
-def _draw(initializer, shape, dtype):
-    """A fresh draw of `initializer` at `shape`, with a new seed (an unseeded Keras initializer
-    reuses one default seed, which would repeat the same values at every reallocation)."""
-    value = _numpy_draw(initializer, tuple(shape), np.random.default_rng(_random_seed()))
-    if value is not None:
-        return value.astype(dtype)
-    config = initializer.get_config()
-    if "seed" in config:
-        initializer = initializer.__class__.from_config({**config, "seed": _random_seed()})
-    return np.array(ops.convert_to_numpy(initializer(shape, dtype=dtype)), copy=True)
 
 
 def _fit_into(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -143,7 +67,7 @@ def _plan(new_capacities, links):
         producer_links = links[producer]
         direct_readers = {id(reader) for reader in producer_links.direct_readers}
         for reader in producer_links.consumers:
-            for variable, axis in graph.reader_input_variables(reader):
+            for variable, axis in topology.reader_input_variables(reader):
                 direct = id(reader) in direct_readers
                 resize(variable, reader, axis, capacity, "input", producer, direct)
     return list(plan.values())
@@ -158,27 +82,27 @@ def parameter_count(model, new_capacities: dict, links: dict) -> int:
 def _new_input_entries(item, producer, direct, shape):
     """Values of a reader's entries for the producer's new units (shape `shape`)."""
     variable, reader = item.variable, item.layer
-    if graph.is_normalization(reader):
-        # New channels are masked: gamma and beta stay zero there (see graph.UnitMaskConstraint),
+    if topology.is_normalization(reader):
+        # New channels are masked: gamma and beta stay zero there (see topology.UnitMaskConstraint),
         # the statistics start as the layer's initializers set them.
-        initializers = {
+        statistics = {
             "moving_mean": reader.moving_mean_initializer,
             "moving_variance": reader.moving_variance_initializer,
         }
-        initializer = initializers.get(variable.name, keras.initializers.Zeros())
-        return _draw(initializer, shape, variable.dtype)
+        initializer = statistics.get(variable.name, keras.initializers.Zeros())
+        return initializers.draw(initializer, shape, variable.dtype)
     if direct:
         # Rows reading the producer's new units: the paper's compensating initialisation.
-        rng = np.random.default_rng(_random_seed())
+        rng = np.random.default_rng(initializers.random_seed())
         width_parameter = float(ops.convert_to_numpy(producer.width_parameter))
-        stddev = producer.reader_stddev(width_parameter) / graph.receptive_field(reader) ** 0.5
+        stddev = producer.reader_stddev(width_parameter) / topology.receptive_field(reader) ** 0.5
         return rng.normal(0.0, stddev, shape).astype(variable.dtype)
     # Behind a normalization the reader sees unit-scale inputs: its own initializer.
     if isinstance(reader, AdaptiveWidthLayer):
         initializer = reader.initializer_for(variable)
     else:
         initializer = reader.kernel_initializer
-    return _draw(initializer, shape, variable.dtype)
+    return initializers.draw(initializer, shape, variable.dtype)
 
 
 def _new_value(item):
@@ -189,7 +113,7 @@ def _new_value(item):
     if output_axes:
         # The layer's own new units: drawn as its initializer would draw them at this shape.
         initializer = layer.initializer_for(variable)
-        fresh = _draw(initializer, shape, variable.dtype)
+        fresh = initializers.draw(initializer, shape, variable.dtype)
     else:
         fresh = np.zeros(shape, variable.dtype)
     for axis, (role, producer, direct) in roles.items():
@@ -285,52 +209,6 @@ def _rebuild_optimizer(model, replacements):
     return new
 
 
-def check_distribution(model) -> None:
-    """Refuses data-parallel setups in which reallocation would lose or desynchronise state.
-
-    Supported: a `tf.distribute` strategy holding the model (new variables are created in its
-    scope, so they are mirrored) and JAX's `keras.distribution.DataParallel` (new variables take
-    their layout from it). Refused: other `keras.distribution` layouts (a sharded axis could be
-    the one that changes size), and `torch.distributed`, whose DistributedDataParallel registers
-    each parameter once, when it wraps the model, while a reallocation replaces parameters.
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        distribution = keras.distribution.distribution()
-        if distribution is not None and not isinstance(distribution, keras.distribution.DataParallel):
-            raise ValueError(
-                "keras_awn reallocates adaptive layers under keras.distribution.DataParallel only "
-                "(a sharded weight could be cut along the axis that changes size). Received: "
-                f"distribution={type(distribution).__name__}"
-            )
-    elif backend == "torch":
-        import torch.distributed
-
-        if (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1
-        ):
-            raise RuntimeError(
-                "keras_awn cannot train adaptive layers under torch.distributed (process group "
-                f"of world size {torch.distributed.get_world_size()}): DistributedDataParallel "
-                "registers each parameter once, when it wraps the model, and a reallocation "
-                "replaces parameters, so replicas would stop synchronising. Train in one process "
-                "on torch, or use the JAX (keras.distribution.DataParallel) or TensorFlow "
-                "(tf.distribute.MirroredStrategy) backend for data-parallel training; see "
-                "docs/distributed.md."
-            )
-
-
-def _variable_creation_scope(model):
-    """The scope new variables of `model` must be created in."""
-    if keras.backend.backend() == "tensorflow":
-        strategy = getattr(model, "distribute_strategy", None)
-        if strategy is not None:
-            return strategy.scope()
-    return contextlib.nullcontext()
-
-
 def resize(model, new_capacities: dict, links: dict | None = None) -> None:
     """Sets the capacity of adaptive layers, resizing them and their readers in place.
 
@@ -338,7 +216,7 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
         model: the model holding the layers (on JAX, obtained through `callback.model` so that
             its state is synced).
         new_capacities: `{adaptive_layer: capacity}`.
-        links: the model's links (`keras_awn.graph.link`); found when omitted.
+        links: the model's links (`topology.link`); found when omitted.
     """
     new_capacities = {
         layer: int(capacity)
@@ -348,7 +226,7 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
     if not new_capacities:
         return
     if links is None:
-        links = graph.link(model)
+        links = topology.link(model)
     for layer, capacity in new_capacities.items():
         if capacity < 1:
             raise ValueError(
@@ -360,7 +238,7 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
     # keras.distribution gives new variables their layout by path).
     replacements = {}
     swaps = []
-    with _variable_creation_scope(model):
+    with backend_guards.variable_creation_scope(model):
         for item in _plan(new_capacities, links):
             new = _make_variable(item.variable, _new_value(item))
             replacements[id(item.variable)] = new
@@ -380,87 +258,3 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
     if optimizer is not None:
         model.optimizer = optimizer
     rebuild_step_functions(model)
-
-
-def _running_arrays(model, variables):
-    """On JAX inside a running `fit`, the entries of the running state that hold `variables`
-    (between syncs Keras purges the variables and the state lives outside them); else None."""
-    if keras.backend.backend() != "jax":
-        return None
-    state = getattr(model, "_jax_state", None)
-    if not state or getattr(model, "_jax_state_synced", True):
-        return None
-    # Frozen layers (`trainable = False`) keep their width parameter with the non-trainable state.
-    arrays = {}
-    for key, model_variables in (
-        ("trainable_variables", model.trainable_variables),
-        ("non_trainable_variables", model.non_trainable_variables),
-    ):
-        for variable, array in zip(model_variables, state.get(key) or ()):
-            arrays[id(variable)] = array
-    if not all(id(v) in arrays for v in variables):
-        return None
-    return [arrays[id(v)] for v in variables]
-
-
-def current_values(model, variables) -> list:
-    """The values of `variables` as the running `fit` sees them, as numpy arrays.
-
-    On JAX, reading `callback.model` would copy every variable back from the running state and
-    purge them again at the next step; this reads only the requested entries.
-    """
-    arrays = _running_arrays(model, variables)
-    if arrays is not None:
-        return [np.asarray(array) for array in arrays]
-    return [ops.convert_to_numpy(v) for v in variables]
-
-
-def request_values(model, variables):
-    """Starts reading `variables` as the running `fit` sees them; returns a function that gives
-    `current_values` at the time of the request, to call later.
-
-    On JAX the steps of a fit are dispatched asynchronously: reading a value of the running state
-    at once waits for the step that computes it, and no new step is dispatched meanwhile. Here the
-    copy to the host starts now and is taken when asked for, by then long finished. The other
-    backends finish each step before the next is dispatched: they read now.
-    """
-    arrays = _running_arrays(model, variables)
-    if arrays is None:
-        values = current_values(model, variables)
-        return lambda: values
-    # The next step donates (deletes) the running state's buffers: copy them first, on the
-    # device, in one compiled program queued after the step that computes them (dispatching it
-    # does not wait; an eager copy per array would cost a quarter of a millisecond each).
-    flat = _jax_concatenated_copy()(arrays)
-    flat.copy_to_host_async()
-
-    def read():
-        values = np.asarray(flat)
-        ends = np.cumsum([int(np.prod(array.shape)) for array in arrays])
-        return [
-            part.reshape(array.shape)
-            for part, array in zip(np.split(values, ends[:-1]), arrays)
-        ]
-
-    return read
-
-
-@functools.cache
-def _jax_concatenated_copy():
-    import jax
-    import jax.numpy as jnp
-
-    return jax.jit(lambda arrays: jnp.concatenate([jnp.ravel(a) for a in arrays]))
-
-
-def rebuild_step_functions(model) -> None:
-    """Forces the train/test/predict functions to be rebuilt at their next use.
-
-    Needed after any change a traced step would not see: new variables (TF captures them by
-    reference) or new Python-side constants such as the number of training examples.
-    """
-    if getattr(model, "compiled", False):
-        model.make_train_function(force=True)
-        model.make_test_function(force=True)
-    if hasattr(model, "make_predict_function"):
-        model.predict_function = None

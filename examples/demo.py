@@ -2,8 +2,8 @@
 
 Run it on any backend:
 
-    KERAS_BACKEND=jax python examples/spiral.py
-    KERAS_BACKEND=torch python examples/spiral.py --epochs 40
+    KERAS_BACKEND=jax python examples/demo.py
+    KERAS_BACKEND=torch python examples/demo.py --epochs 40
 
 `--normalization sum` shows the paper's importance normalization instead of keras_awn's default
 ("mean"): with it, the first layer collapsed to 3 units and 0.76 accuracy on TensorFlow with these
@@ -121,7 +121,7 @@ def main(argv=None):
     # Rebuilds of the compiled train step, per layer, against log2(final / initial) + 2. A
     # dense layer starts with 64 units of capacity (its floor), so narrow widths need none.
     print("\nreallocations (each rebuilds the compiled train step once):")
-    capacities = {layer.name: layer.capacity for layer in keras_awn.graph.adaptive_layers(model)}
+    capacities = {layer.name: layer.capacity for layer in keras_awn.adaptive_layers(model)}
     within_bound = True
     for name, width in widths.items():
         count = sum(event["layer"] == name for event in controller.reallocations)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
+from keras_awn.layers.adaptive_kernel import AdaptiveKernelLayer
 
 
 def _pair(name, value):
@@ -31,7 +31,7 @@ def _output_length(length, kernel, stride, dilation, padding):
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
-class AdaptiveConv2D(AdaptiveWidthLayer):
+class AdaptiveConv2D(AdaptiveKernelLayer):
     """2D convolution whose number of filters (output channels) is learned during `fit`.
 
     Computes `activation(conv2d(inputs, kernel) + bias) * importance`, with one importance per
@@ -116,9 +116,7 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
         self.strides = _pair("strides", strides)
         self.dilation_rate = _pair("dilation_rate", dilation_rate)
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(
-                f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}"
-            )
+            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}")
         if data_format is None:
             data_format = keras.config.image_data_format()
         if data_format != "channels_last":
@@ -126,13 +124,16 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
                 "AdaptiveConv2D supports only channels_last inputs (its filters are the last "
                 f"axis that readers follow). Received: data_format={data_format!r}"
             )
-        super().__init__(initial_filters, **kwargs)
+        super().__init__(
+            initial_filters,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            **kwargs,
+        )
         self.padding = padding.lower()
         self.data_format = data_format
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
 
     @property
     def initial_filters(self) -> int:
@@ -145,17 +146,7 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
                 f"number of channels. Received: input_shape={input_shape}"
             )
         input_channels = input_shape[-1]
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (input_channels, self.capacity),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.capacity,), initializer=self.bias_initializer
-            )
-        self._build_width_parameter()
+        self._build_kernel(self.kernel_size + (input_channels,))
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: input_channels})
 
     def call(self, inputs, training=None):
@@ -167,14 +158,7 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        if self.bias is not None:
-            outputs = ops.add(outputs, self.bias)
-        outputs = self.activation(outputs)
-        # Importance after the activation: masked filters output exactly 0.
-        importance, unit_mask = self.importance_and_mask()
-        outputs = outputs * ops.cast(importance, outputs.dtype)
-        self._add_prior_loss(training, unit_mask)
-        return outputs
+        return self._output_units(outputs, training)
 
     def compute_output_shape(self, input_shape):
         spatial = [
@@ -185,23 +169,8 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
         ]
         return (input_shape[0], *spatial, self.capacity)
 
-    def output_unit_variables(self):
-        unit_variables = [(self.kernel, 3)]
-        if self.bias is not None:
-            unit_variables.append((self.bias, 0))
-        return unit_variables
-
-    def input_unit_variables(self):
-        return [(self.kernel, 2)]
-
-    def initializer_for(self, variable):
-        return self.kernel_initializer if variable is self.kernel else self.bias_initializer
-
-    def get_build_config(self):
-        # The input channels follow the feeding layer's reallocations; report the current ones.
-        if not self.built:
-            return super().get_build_config()
-        return {"input_shape": (None, None, None, int(self.kernel.shape[2]))}
+    def _built_input_shape(self, input_units):
+        return (None, None, None, input_units)
 
     def plain_layer(self):
         """The `keras.layers.Conv2D` computing this layer's output before its importance."""
@@ -218,11 +187,6 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
             trainable=self.trainable,
         )
 
-    def assign_plain_weights(self, plain):
-        plain.kernel.assign(ops.convert_to_numpy(self.kernel))
-        if self.use_bias:
-            plain.bias.assign(ops.convert_to_numpy(self.bias))
-
     def get_config(self):
         config = super().get_config()
         config["initial_filters"] = config.pop("initial_units")
@@ -232,12 +196,7 @@ class AdaptiveConv2D(AdaptiveWidthLayer):
                 "strides": self.strides,
                 "padding": self.padding,
                 "dilation_rate": self.dilation_rate,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "data_format": self.data_format,
             }
         )
         return config
-

@@ -20,7 +20,11 @@ def _check_graph(index, graph):
             f"Received: graphs[{index}]={graph!r}"
         )
     nodes = np.asarray(graph[0], dtype="float32")
-    edges = np.asarray(graph[1], dtype="int32").reshape(-1, 2) if len(graph[1]) else np.zeros((0, 2), "int32")
+    edges = (
+        np.asarray(graph[1], dtype="int32").reshape(-1, 2)
+        if len(graph[1])
+        else np.zeros((0, 2), "int32")
+    )
     if nodes.ndim != 2:
         raise ValueError(
             f"graphs[{index}] node features must be 2D (num_nodes, features). "
@@ -58,7 +62,9 @@ def batch_graphs(graphs, num_graphs=None, num_nodes=None, num_edges=None) -> dic
     ((7, 1), [0, 0, 0, 1, 1, 1, 2])
     """
     if not isinstance(graphs, (list, tuple)) or not graphs:
-        raise ValueError(f"`graphs` must be a non-empty list of graphs. Received: graphs={graphs!r}")
+        raise ValueError(
+            f"`graphs` must be a non-empty list of graphs. Received: graphs={graphs!r}"
+        )
     checked = [_check_graph(i, g) for i, g in enumerate(graphs)]
     features = {nodes.shape[1] for nodes, _ in checked}
     if len(features) != 1:
@@ -71,7 +77,9 @@ def batch_graphs(graphs, num_graphs=None, num_nodes=None, num_edges=None) -> dic
     num_nodes = real_nodes + 1 if num_nodes is None else num_nodes
     num_edges = real_edges if num_edges is None else num_edges
     if num_graphs < len(graphs):
-        raise ValueError(f"`num_graphs` must be >= {len(graphs)}. Received: num_graphs={num_graphs}")
+        raise ValueError(
+            f"`num_graphs` must be >= {len(graphs)}. Received: num_graphs={num_graphs}"
+        )
     if num_nodes <= real_nodes:
         raise ValueError(
             f"`num_nodes` must exceed the {real_nodes} real nodes (one padding node receives the "
@@ -121,10 +129,14 @@ class GraphBatches(keras.utils.PyDataset):
     ```
     """
 
-    def __init__(self, graphs, labels=None, batch_size: int = 32, shuffle: bool = False, seed=None, **kwargs):
+    def __init__(
+        self, graphs, labels=None, batch_size: int = 32, shuffle: bool = False, seed=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
+            raise ValueError(
+                f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}"
+            )
         self.graphs = [_check_graph(i, g) for i, g in enumerate(graphs)]
         if labels is not None:
             labels = np.asarray(labels)
@@ -141,7 +153,9 @@ class GraphBatches(keras.utils.PyDataset):
         self._order = np.arange(len(self.graphs))
         # The largest totals any batch can have, whatever the shuffling.
         largest = min(batch_size, len(self.graphs))
-        self.num_nodes = int(sum(sorted((len(n) for n, _ in self.graphs), reverse=True)[:largest])) + 1
+        self.num_nodes = (
+            int(sum(sorted((len(n) for n, _ in self.graphs), reverse=True)[:largest])) + 1
+        )
         self.num_edges = int(sum(sorted((len(e) for _, e in self.graphs), reverse=True)[:largest]))
         if shuffle:
             self._rng.shuffle(self._order)

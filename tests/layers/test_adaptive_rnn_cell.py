@@ -1,4 +1,4 @@
-"""Recurrent layers: the cell's recurrence against numpy, and its prior added once per step."""
+"""AdaptiveRNNCell and AdaptiveRNN: adaptive maps with a fixed state, the prior added once per step."""
 
 import warnings
 
@@ -8,38 +8,19 @@ import pytest
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
+from keras_awn._engine import topology
 from keras_awn.layers import AdaptiveRNN
 from keras_awn.layers import AdaptiveRNNCell
 from keras_awn.layers import MLPRNNCell
-
-
-def numpy_dense(layer, x):
-    kernel, bias = (ops.convert_to_numpy(v).astype("float64") for v in (layer.kernel, layer.bias))
-    return x @ kernel + bias
-
-
-def test_mlp_cell_runs_the_recurrence():
-    cell = MLPRNNCell(
-        5, input_map=keras.layers.Dense(5), state_map=keras.layers.Dense(5, use_bias=False)
-    )
-    rnn = keras.layers.RNN(cell, return_sequences=True)
-    sequences = np.random.default_rng(0).normal(size=(2, 4, 3)).astype("float32")
-    outputs = ops.convert_to_numpy(rnn(sequences))
-    state = np.zeros((2, 5))
-    kernel_h = ops.convert_to_numpy(cell.state_map.kernel).astype("float64")
-    for step in range(4):
-        state = np.tanh(numpy_dense(cell.input_map, sequences[:, step]) + state @ kernel_h)
-        np.testing.assert_allclose(outputs[:, step], state, rtol=1e-5, atol=1e-5)
 
 
 def test_adaptive_cell_maps_are_adaptive_mlps_with_a_fixed_state():
     cell = AdaptiveRNNCell(6, initial_units=4, hidden_layers=2)
     layer = keras.layers.RNN(cell)
     assert tuple(layer(np.zeros((2, 3, 5), "float32")).shape) == (2, 6)
-    adaptive = graph.adaptive_layers(layer)
+    adaptive = topology.adaptive_layers(layer)
     assert len(adaptive) == 4  # two hidden layers in each of the two maps
-    assert all(not hidden._prior_in_call for hidden in adaptive)
+    assert all(not hidden.adds_prior_in_call for hidden in adaptive)
 
 
 def test_prior_is_added_once_per_step_not_per_time_step():
@@ -55,7 +36,7 @@ def test_prior_is_added_once_per_step_not_per_time_step():
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     cross_entropy = -log_softmax[np.arange(32), labels].mean()
     prior = 0.0
-    for hidden in graph.adaptive_layers(model):
+    for hidden in topology.adaptive_layers(model):
         width = hidden.active_units
         kernel = ops.convert_to_numpy(hidden.kernel)[:, :width]
         bias = ops.convert_to_numpy(hidden.bias)[:width]

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
-from keras_awn.layers.adaptive_width import _check_positive_int
+from keras_awn._engine import keras_internals
+from keras_awn._engine import validation
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -82,11 +83,10 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
         **kwargs,
     ):
         initial_heads = kwargs.pop("initial_units", initial_heads)
-        _check_positive_int("key_dim", key_dim)
+        validation.check_int("key_dim", key_dim)
         if value_dim is not None:
-            _check_positive_int("value_dim", value_dim)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+            validation.check_int("value_dim", value_dim)
+        validation.check_fraction("dropout", dropout)
         super().__init__(initial_heads, **kwargs)
         self.key_dim = key_dim
         self.value_dim = value_dim if value_dim is not None else key_dim
@@ -124,9 +124,13 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
                     f"known features. Received: {name}_shape={shape}"
                 )
         self.query_dim = int(query_shape[-1])
-        self.query_kernel, self.query_bias = self._projection("query", query_shape[-1], self.key_dim)
+        self.query_kernel, self.query_bias = self._projection(
+            "query", query_shape[-1], self.key_dim
+        )
         self.key_kernel, self.key_bias = self._projection("key", key_shape[-1], self.key_dim)
-        self.value_kernel, self.value_bias = self._projection("value", value_shape[-1], self.value_dim)
+        self.value_kernel, self.value_bias = self._projection(
+            "value", value_shape[-1], self.value_dim
+        )
         self.output_kernel = self.add_weight(
             name="output_kernel",
             shape=(self.capacity, self.value_dim, self.query_dim),
@@ -225,19 +229,20 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
         def value(variable):
             return ops.convert_to_numpy(variable)
 
+        query, key, value_dense, output = keras_internals.multi_head_attention_projections(plain)
         for dense, kernel, bias in (
-            (plain._query_dense, self.query_kernel, self.query_bias),
-            (plain._key_dense, self.key_kernel, self.key_bias),
-            (plain._value_dense, self.value_kernel, self.value_bias),
+            (query, self.query_kernel, self.query_bias),
+            (key, self.key_kernel, self.key_bias),
+            (value_dense, self.value_kernel, self.value_bias),
         ):
             dense.kernel.assign(value(kernel))
             if bias is not None:
                 dense.bias.assign(value(bias))
         importance = ops.convert_to_numpy(self.importance())
         output_kernel = value(self.output_kernel) * importance[:, None, None]
-        plain._output_dense.kernel.assign(output_kernel.astype(value(self.output_kernel).dtype))
+        output.kernel.assign(output_kernel.astype(value(self.output_kernel).dtype))
         if self.output_bias is not None:
-            plain._output_dense.bias.assign(value(self.output_bias))
+            output.bias.assign(value(self.output_bias))
 
     def get_config(self):
         config = super().get_config()

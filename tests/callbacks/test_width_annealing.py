@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_awn
-from keras_awn import graph
+from keras_awn._engine import topology
 from keras_awn.callbacks import WidthAnnealing
 from tests import helpers
 
@@ -22,7 +22,7 @@ class ScaleRecorder(keras.callbacks.Callback):
         self.scales = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.scales.append(graph.adaptive_layers(self.model)[0].width_prior["scale"])
+        self.scales.append(topology.adaptive_layers(self.model)[0].width_prior["scale"])
 
 
 def compressible_model(**width_prior):
@@ -45,7 +45,7 @@ def test_annealing_lowers_the_scale_and_the_training_step_sees_it():
     # thousand times the force: the annealed network is narrower than its unannealed twin.
     assert sum(keras_awn.widths(annealed).values()) < sum(keras_awn.widths(reference).values())
     # The saved configuration carries the annealed scale, so training resumes from it.
-    layer = graph.adaptive_layers(annealed)[0]
+    layer = topology.adaptive_layers(annealed)[0]
     assert layer.get_config()["width_prior"]["scale"] == pytest.approx(0.01)
 
 

@@ -27,6 +27,7 @@ import collections
 import keras
 from keras import ops
 
+from keras_awn._engine.untracked import Untracked
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
 # Layers that keep a zero input at zero and have no weights tied to the feature axis. The
@@ -66,8 +67,23 @@ Links.__doc__ = """How an adaptive layer's units reach the rest of the model.
 # Activations with f(0) = 0 keep masked units at zero (checked by name: no tensor is evaluated,
 # so the check is safe inside a traced build).
 ZERO_PRESERVING_ACTIVATIONS = {
-    "relu", "linear", "tanh", "elu", "selu", "gelu", "silu", "swish", "leaky_relu", "relu6",
-    "softsign", "mish", "hard_silu", "hard_swish", "hard_tanh", "sparse_plus", "squareplus",
+    "relu",
+    "linear",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "leaky_relu",
+    "relu6",
+    "softsign",
+    "mish",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "sparse_plus",
+    "squareplus",
 }
 
 
@@ -101,7 +117,11 @@ def is_consumer_type(layer) -> bool:
     if type(layer) is keras.layers.Dense:
         return not getattr(layer, "lora_enabled", False)
     if type(layer) is keras.layers.Conv2D:
-        return _channels_last(layer) and layer.groups == 1 and not getattr(layer, "lora_enabled", False)
+        return (
+            _channels_last(layer)
+            and layer.groups == 1
+            and not getattr(layer, "lora_enabled", False)
+        )
     return False
 
 
@@ -126,7 +146,7 @@ def functional_graph(model):
 
 
 def _graph_links(graph, producer, links):
-    """Follows `producer`'s outputs inside `graph`, filling `links` {producer: (consumers, passthrough)}."""
+    """Follows `producer`'s outputs inside `graph`, adding its `Links` to `links`."""
     nodes = {id(node) for depth in graph._nodes_by_depth.values() for node in depth}
     output_operations = {id(t._keras_history[0]) for t in graph.outputs}
     consumers, passthrough, direct_readers = [], [], []
@@ -282,7 +302,9 @@ def sequence_pairs(layers) -> list:
 
 
 def link(model) -> dict:
-    """Finds the links of `model` and records them on its adaptive layers.
+    """Finds the links of `model` and records what the layers' steps need of them: each adaptive
+    consumer's producer (its prior counts only the producer's active units), and the unit mask
+    on a `BatchNormalization` reader.
 
     Returns:
         The links, as `find_links` returns them.
@@ -291,19 +313,10 @@ def link(model) -> dict:
     for producer, producer_links in links.items():
         for consumer in producer_links.consumers:
             if isinstance(consumer, AdaptiveWidthLayer):
-                consumer._width_links.producer = producer
+                consumer.training_state.producer = producer
             elif is_normalization(consumer):
                 _mask_normalization(consumer, producer)
-        producer._width_links.consumers = list(producer_links.consumers)
-        producer._width_links.passthrough = list(producer_links.passthrough)
     return links
-
-
-class _ProducerHolder:
-    """Refers to an adaptive layer without Keras tracking it."""
-
-    def __init__(self, layer=None):
-        self.layer = layer
 
 
 @keras.saving.register_keras_serializable(package="keras_awn")
@@ -320,12 +333,12 @@ class UnitMaskConstraint(keras.constraints.Constraint):
 
     def __init__(self, wrapped=None):
         self.wrapped = keras.constraints.get(wrapped)
-        self._producer = _ProducerHolder()
+        self.producer = Untracked()
 
     def __call__(self, w):
         if self.wrapped is not None:
             w = self.wrapped(w)
-        producer = self._producer.layer
+        producer = self.producer.value
         if producer is None or not producer.built:
             return w
         return w * ops.cast(producer.unit_mask(), w.dtype)
@@ -343,7 +356,7 @@ def _mask_normalization(layer, producer) -> None:
         if not isinstance(constraint, UnitMaskConstraint):
             constraint = UnitMaskConstraint(wrapped=constraint)
             variable.constraint = constraint
-        constraint._producer.layer = producer
+        constraint.producer.value = producer
 
 
 def adaptive_layers(model) -> list:

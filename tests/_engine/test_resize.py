@@ -1,15 +1,14 @@
-"""Reallocation must be invisible: same outputs, same optimizer state, same training trajectory."""
+"""Reallocation: invisible mid-training, moments of surviving units kept, all-or-nothing."""
 
-import math
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-import keras_awn
-from keras_awn import reallocation
+from keras_awn._engine import resize
 from keras_awn.callbacks import WidthController
+from keras_awn._engine import topology
 from tests import helpers
 
 
@@ -38,8 +37,8 @@ class ResizeAt(keras.callbacks.Callback):
             self.before = ops.convert_to_numpy(model(probe))
             self.moments_before = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
             self.iterations_before = int(ops.convert_to_numpy(model.optimizer.iterations))
-            layers = keras_awn.graph.adaptive_layers(model)
-            reallocation.resize(model, {layers[i]: c for i, c in self.capacities.items()})
+            layers = topology.adaptive_layers(model)
+            resize.resize(model, {layers[i]: c for i, c in self.capacities.items()})
             self.after = ops.convert_to_numpy(model(probe))
             self.moments_after = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
             self.iterations_after = int(ops.convert_to_numpy(model.optimizer.iterations))
@@ -59,7 +58,7 @@ class WidestWidth(keras.callbacks.Callback):
         self.widest = {}
 
     def on_train_batch_end(self, batch, logs=None):
-        for layer in keras_awn.graph.adaptive_layers(self.model):
+        for layer in topology.adaptive_layers(self.model):
             self.widest[layer.name] = max(self.widest.get(layer.name, 0), layer.desired_units)
 
 
@@ -81,7 +80,7 @@ def test_reallocation_mid_training_is_invisible(capacities, builder):
         x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
         callbacks=[frozen_controller(), losses_reference],
     )
-    layers = keras_awn.graph.adaptive_layers(resized)
+    layers = topology.adaptive_layers(resized)
     for index, capacity in capacities.items():
         assert layers[index].capacity == capacity
     # The comparison below holds while no width exceeds the smaller capacity.
@@ -143,7 +142,7 @@ def test_failed_resize_leaves_the_model_untouched():
     weights = model.get_weights()
     layer = model.layers[0]
     with pytest.raises(ValueError, match="capacity=0"):
-        reallocation.resize(model, {layer: 0})
+        resize.resize(model, {layer: 0})
     assert layer.capacity == 12
     for before, after in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -152,40 +151,8 @@ def test_failed_resize_leaves_the_model_untouched():
 def test_dense_reader_follows_the_new_width():
     model = helpers.sequential_model(initial_units=(6,))
     layer, dense = model.layers[0], model.layers[1]
-    reallocation.resize(model, {layer: 30})
+    resize.resize(model, {layer: 30})
     assert tuple(dense.kernel.shape) == (30, 2)
     assert dense.input_spec.axes[-1] == 30
     # The reader also works when called on its own at the new width.
     assert tuple(dense(np.ones((1, 30), "float32")).shape) == (1, 2)
-
-
-@pytest.mark.parametrize(
-    "identifier,shape,expected_std,bound",
-    [
-        # He normal: truncated at 2 std of N(0, 1.3796 * 2 / fan_in), whose std is sqrt(2 / fan_in).
-        ("he_normal", (400, 300), math.sqrt(2.0 / 400), 2 * math.sqrt(2.0 / 400) / 0.87962566103423978),
-        # Glorot uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)), std l / sqrt(3).
-        ("glorot_uniform", (200, 300), math.sqrt(6.0 / 500) / math.sqrt(3.0), math.sqrt(6.0 / 500)),
-        ("lecun_normal", (3, 3, 20, 40), math.sqrt(1.0 / 180), 2 * math.sqrt(1.0 / 180) / 0.87962566103423978),
-        (keras.initializers.RandomNormal(stddev=0.3), (300, 200), 0.3, None),
-        (keras.initializers.TruncatedNormal(stddev=0.3), (300, 200), 0.3 * 0.87962566103423978, 0.6),
-        (keras.initializers.RandomUniform(-0.5, 0.5), (300, 200), 1.0 / math.sqrt(12.0), 0.5),
-    ],
-)
-def test_host_draws_follow_the_keras_initializer(identifier, shape, expected_std, bound):
-    initializer = keras.initializers.get(identifier)
-    value = reallocation._draw(initializer, shape, "float32")
-    assert value.shape == shape and value.dtype == np.float32
-    # Closed-form moments (60k draws: the standard error of the std is ~0.3%).
-    assert abs(value.mean()) < 0.02 * expected_std * 3
-    np.testing.assert_allclose(value.std(), expected_std, rtol=0.02)
-    if bound is not None:
-        assert np.abs(value).max() <= bound + 1e-6
-    # A new seed at every call: two reallocations never repeat the same units.
-    assert not np.array_equal(value, reallocation._draw(initializer, shape, "float32"))
-
-
-def test_host_draws_fall_back_to_keras_for_other_initializers():
-    initializer = keras.initializers.Orthogonal()
-    value = reallocation._draw(initializer, (16, 16), "float32")
-    np.testing.assert_allclose(value.T @ value, np.eye(16), atol=1e-5)

@@ -9,8 +9,8 @@ import pytest
 from keras import ops
 
 import keras_awn
-from keras_awn import graph
-from keras_awn import reallocation
+from keras_awn._engine import topology
+from keras_awn._engine import resize
 from keras_awn.layers import AdaptiveConv2D
 from tests import helpers
 
@@ -107,7 +107,7 @@ def test_reallocation_resizes_every_reader():
     model = keras_awn.Model(inputs, outputs)
     probe = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
     before = ops.convert_to_numpy(model(probe))
-    reallocation.resize(model, {first: 13, second: 11})
+    resize.resize(model, {first: 13, second: 11})
     assert tuple(first.kernel.shape) == (3, 3, 1, 13)
     for variable in (normalization.gamma, normalization.beta, normalization.moving_mean):
         assert tuple(variable.shape) == (13,)
@@ -148,4 +148,4 @@ def test_widths_and_metrics_report_filters():
     images = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
     history = model.fit(images, np.zeros(32, "int32"), epochs=1, verbose=0)
     assert history.history["filters_width"][-1] == keras_awn.widths(model)["filters"]
-    assert graph.adaptive_layers(model)[0].initial_filters == 3
+    assert topology.adaptive_layers(model)[0].initial_filters == 3

@@ -1,5 +1,5 @@
 """`AdaptiveMultiHeadAttention` against Keras' own `MultiHeadAttention` (an independent
-implementation), and `AdaptiveFeedForward` inside a Transformer block."""
+implementation)."""
 
 import keras
 import numpy as np
@@ -8,7 +8,6 @@ from keras import ops
 
 import keras_awn
 from keras_awn.layers import AdaptiveDense
-from keras_awn.layers import AdaptiveFeedForward
 from keras_awn.layers import AdaptiveMultiHeadAttention
 
 
@@ -88,16 +87,3 @@ def test_an_adaptive_layer_cannot_feed_attention_directly():
     attended = AdaptiveMultiHeadAttention(2, key_dim=4, name="attention_reader")(hidden, hidden)
     with pytest.raises(ValueError, match="attention_reader"):
         keras_awn.Model(tokens, keras.layers.Dense(2)(attended))
-
-
-def test_feed_forward_keeps_the_model_dimension_and_its_config():
-    block = AdaptiveFeedForward(model_dim=6, initial_units=10, dropout=0.1)
-    tokens = np.random.default_rng(0).normal(size=(2, 3, 6)).astype("float32")
-    assert tuple(block(tokens).shape) == (2, 3, 6)
-    assert block.compute_output_shape((2, 3, 6)) == (2, 3, 6)
-    config = block.get_config()
-    assert config["model_dim"] == 6 and "output_units" not in config
-    clone = AdaptiveFeedForward.from_config(config)
-    assert clone.model_dim == 6 and clone.hidden[0].capacity == block.hidden[0].capacity
-    with pytest.raises(ValueError, match="Received: dropout"):
-        AdaptiveFeedForward(model_dim=6, dropout=-0.1)

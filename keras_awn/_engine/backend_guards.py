@@ -1,0 +1,53 @@
+"""Setups in which a reallocation would lose or desynchronise state, refused before training."""
+
+import contextlib
+
+import keras
+
+
+def check_distribution(model) -> None:
+    """Refuses data-parallel setups in which reallocation would lose or desynchronise state.
+
+    Supported: a `tf.distribute` strategy holding the model (new variables are created in its
+    scope, so they are mirrored) and JAX's `keras.distribution.DataParallel` (new variables take
+    their layout from it). Refused: other `keras.distribution` layouts (a sharded axis could be
+    the one that changes size), and `torch.distributed`, whose DistributedDataParallel registers
+    each parameter once, when it wraps the model, while a reallocation replaces parameters.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        distribution = keras.distribution.distribution()
+        if distribution is not None and not isinstance(
+            distribution, keras.distribution.DataParallel
+        ):
+            raise ValueError(
+                "keras_awn reallocates adaptive layers under keras.distribution.DataParallel only "
+                "(a sharded weight could be cut along the axis that changes size). Received: "
+                f"distribution={type(distribution).__name__}"
+            )
+    elif backend == "torch":
+        import torch.distributed
+
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
+            raise RuntimeError(
+                "keras_awn cannot train adaptive layers under torch.distributed (process group "
+                f"of world size {torch.distributed.get_world_size()}): DistributedDataParallel "
+                "registers each parameter once, when it wraps the model, and a reallocation "
+                "replaces parameters, so replicas would stop synchronising. Train in one process "
+                "on torch, or use the JAX (keras.distribution.DataParallel) or TensorFlow "
+                "(tf.distribute.MirroredStrategy) backend for data-parallel training; see "
+                "docs/distributed.md."
+            )
+
+
+def variable_creation_scope(model):
+    """The scope new variables of `model` must be created in."""
+    if keras.backend.backend() == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is not None:
+            return strategy.scope()
+    return contextlib.nullcontext()

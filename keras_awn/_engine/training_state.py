@@ -1,0 +1,80 @@
+"""What a running `fit` tells an adaptive layer, and how the values its compiled step reads change.
+
+A compiled train step (a `tf.function`, a `jax.jit` program) captures Python values when it is
+traced: the number of training examples N that scales the prior, whether the width parameter is
+frozen, the producer whose mask the prior reads, a width prior's scale. Changing one of them
+without rebuilding the step would silently keep training with the old value, so every change
+goes through `set_trace_constants`, which rebuilds the step functions when something changed.
+"""
+
+from keras_awn._engine.capacity_policy import CapacityRecord
+
+
+class TrainingState:
+    """The values a `fit` gives one adaptive layer; never saved.
+
+    Attributes:
+        num_examples: the number of training examples N (scales the prior), or None while
+            unknown. Read by the compiled step.
+        width_frozen: whether the width parameter gets no gradient (a width warm-up). Read by
+            the compiled step.
+        producer: the adaptive layer whose units this layer reads, if any (the prior counts only
+            its active inputs). Read by the compiled step; set by `topology.link`.
+        controlled: whether a `WidthController` runs the current `fit`.
+        warned: whether the layer warned that it trains without a controller.
+        capacity: the capacity policy's `CapacityRecord` of the layer (settled or moving, the
+            widths seen), kept from one `fit` call to the next.
+        resize_on_load: while a keras_awn model loads weights, a function
+            `(layer, capacity)` that reallocates the layer to the capacity the file holds;
+            None otherwise (a mismatch is then an error).
+    """
+
+    def __init__(self):
+        self.num_examples = None
+        self.width_frozen = False
+        self.producer = None
+        self.controlled = False
+        self.warned = False
+        self.capacity = CapacityRecord()
+        self.resize_on_load = None
+
+    def __repr__(self):
+        producer = self.producer.name if self.producer is not None else None
+        return (
+            f"TrainingState(num_examples={self.num_examples}, width_frozen={self.width_frozen}, "
+            f"producer={producer}, controlled={self.controlled})"
+        )
+
+
+def set_trace_constants(model, assignments) -> bool:
+    """Sets values that compiled steps read, and marks `model`'s steps stale if any changed.
+
+    Args:
+        model: the model whose train, test and predict functions read the values.
+        assignments: iterable of `(holder, attribute, value)`: a layer's `training_state` or the
+            layer itself (e.g. its `width_prior`).
+
+    Returns:
+        Whether anything changed (and the step functions will be rebuilt at their next use).
+    """
+    changed = False
+    for holder, attribute, value in assignments:
+        if getattr(holder, attribute) != value:
+            setattr(holder, attribute, value)
+            changed = True
+    if changed:
+        rebuild_step_functions(model)
+    return changed
+
+
+def rebuild_step_functions(model) -> None:
+    """Forces the train/test/predict functions to be rebuilt at their next use.
+
+    Needed after any change a traced step would not see: new variables (TensorFlow captures them
+    by reference) or new trace constants (`set_trace_constants`).
+    """
+    if getattr(model, "compiled", False):
+        model.make_train_function(force=True)
+        model.make_test_function(force=True)
+    if hasattr(model, "make_predict_function"):
+        model.predict_function = None

@@ -1,0 +1,449 @@
+"""`WidthController`: reallocates adaptive layers' capacity between steps and scales their prior."""
+
+import math
+import time
+import warnings
+
+import keras
+
+from keras_awn._engine import backend_guards
+from keras_awn._engine import capacity_policy
+from keras_awn._engine import resize
+from keras_awn._engine import running_state
+from keras_awn._engine import topology
+from keras_awn._engine import training_state
+from keras_awn._engine import validation
+
+
+class WidthController(keras.callbacks.Callback):
+    """Reallocates adaptive layers' capacity between training steps and scales their prior.
+
+    Inside each step an adaptive layer's width moves freely up to its `capacity` (the units it
+    physically owns). Every `check_every` steps and at the end of each epoch, this callback
+    compares each layer's width with its capacity:
+
+    - the width exceeds `grow_threshold * capacity`: the capacity becomes
+      `growth_factor * width`;
+    - the width falls below `shrink_threshold * capacity`: likewise, the capacity shrinks to
+      `growth_factor * width`.
+
+    Capacities are rounded up to a multiple of 8 (on CPU, odd sizes like 269 run matrix products
+    markedly slower than 264 or 256), and never go below the layer's `min_capacity` (64 units
+    for dense, recurrent and graph layers: below that, masked units cost less per step than the
+    rebuild that would remove them; none for convolution filters and attention heads). So after
+    any reallocation the width sits at about
+    `1 / growth_factor` of the capacity, and it must move by a constant factor before the next
+    one: reallocations (each one rebuilds the compiled step) happen
+    O(log(final width / initial width)) times per layer. A larger `growth_factor`
+    means fewer rebuilds and more masked (wasted) units per step. When one layer is reallocated,
+    the others whose width is past halfway between `1 / growth_factor` and `grow_threshold` of
+    their capacity grow in the same rebuild.
+
+    Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
+    band of `max(2, 5%)` of it), its capacity is tightened to the top of that band plus a margin
+    of `max(2, settled_headroom * width)` units (rounded up to a multiple of 8), if that frees at
+    least a fifth of it and 64 units. So the masked units cost about `settled_headroom` of the
+    layer's work for the rest of training, at the price of one more rebuild. A settled layer
+    grows only when its width reaches the capacity. If it stayed settled for `settle_after`
+    checks first, it regrows by twice its previous margin and stays settled (`"regrow"`): a
+    width that drifts slowly upwards costs a few rebuilds, each further apart than the last,
+    and the margin adapts to the drift. Otherwise (it reached the capacity soon after
+    settling), or once the width plus the doubled margin would reach `growth_factor * width`,
+    it grows by `growth_factor` and is moving again. Each growth out of a settled capacity
+    doubles the checks the layer must wait before it settles or regrows again.
+    `settle_after=None` turns settling off.
+
+    Reallocation keeps the model's outputs, the optimizer state of surviving units and the
+    training trajectory unchanged (docs/architecture.md, "A reallocation").
+
+    At the end of each epoch the controller puts each layer's width in the epoch's logs, as
+    `<layer name>_width` (the progress bar and `History` show it).
+
+    The controller also gives each layer the number of training examples N, which scales the
+    prior in the loss (the ELBO per example). `keras_awn.Model` and `keras_awn.Sequential` infer
+    N from array inputs to `fit` and attach a controller themselves; pass one explicitly for a
+    plain `keras.Model`, or to set N for datasets whose size Keras cannot know.
+
+    Args:
+        num_examples: int or None, the number of training examples N. None (default) takes the
+            value inferred by `keras_awn.Model.fit`.
+        check_every: int >= 1, the number of steps between width checks. Defaults to 8. A
+            check inside an epoch decides on the width parameters it read at the previous check
+            (`check_every` steps earlier) and starts reading the current ones, so that it never
+            waits for the running step; the checks at the start of training and at epoch ends
+            read the current values.
+        growth_factor: float > 1, the capacity allocated per unit of width. Defaults to 2.0.
+        grow_threshold: float in (0, 1], the share of the capacity the width may reach before
+            the capacity grows. Defaults to 0.8.
+        shrink_threshold: float in (0, 1 / growth_factor), the share of the capacity below
+            which the capacity shrinks. Defaults to 0.25.
+        width_warmup_epochs: int >= 0, the number of epochs at the start of training during
+            which the width parameters get no gradient (the weights train at the initial widths).
+            Defaults to 0 (the paper: the width learns from the first step).
+        settle_after: int >= 2 or None, the number of consecutive checks over which a width
+            must stay in its band before the capacity is tightened. Defaults to 16 (128 steps
+            at the default `check_every`). None never tightens.
+        settled_headroom: float in [0, 1), the margin kept above a settled width, as a share of
+            it (at least 2 units). Defaults to 0.02: a wider margin means fewer regrowths of a
+            drifting width and more masked units in every step (docs/performance.md, "Settling").
+        max_capacity: int >= 1 or None, the largest capacity any layer is given (a layer's own
+            `max_units` also applies). A width asking for more runs at this capacity, with a
+            warning, instead of allocating without bound when a width parameter diverges.
+            Defaults to 8192. None removes the limit.
+        min_capacity: int >= 1 or None, the smallest capacity the controller gives a layer
+            (its `max_units` still applies). None (default) takes each layer's own
+            `min_capacity`; 1 lets capacities follow `growth_factor * width` all the way down.
+        max_parameters: int >= 1 or None, a memory budget: the most scalars the model's weights
+            may hold (the optimizer adds its slots per weight, e.g. two more for Adam). A growth
+            that would exceed it is not made: the layers keep their capacity and their widths run
+            at it, with a warning. Defaults to None (no budget).
+        verbose: 0 (silent, default) or 1 (print each reallocation).
+
+    Attributes:
+        reallocations: list of dicts, one per layer reallocation, with keys `epoch`, `step`,
+            `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`, `"regrow"`,
+            `"shrink"` or `"settle"`).
+        rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
+        reallocation_seconds: wall time spent reallocating (the next step's recompilation is
+            not included: it happens inside that step).
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")
+    controller = keras_awn.callbacks.WidthController(num_examples=len(x))
+    model.fit(x, y, epochs=10, callbacks=[controller])
+    print(controller.reallocations)
+    ```
+    """
+
+    def __init__(
+        self,
+        num_examples: int | None = None,
+        check_every: int = 8,
+        growth_factor: float = 2.0,
+        grow_threshold: float = 0.8,
+        shrink_threshold: float = 0.25,
+        width_warmup_epochs: int = 0,
+        settle_after: int | None = 16,
+        settled_headroom: float = 0.02,
+        max_capacity: int | None = 8192,
+        min_capacity: int | None = None,
+        max_parameters: int | None = None,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        validation.check_int("num_examples", num_examples, allow_none=True)
+        validation.check_int("check_every", check_every)
+        if (
+            isinstance(growth_factor, bool)
+            or not isinstance(growth_factor, (int, float))
+            or not growth_factor > 1
+        ):
+            raise ValueError(
+                f"`growth_factor` must be a number > 1. Received: growth_factor={growth_factor!r}"
+            )
+        validation.check_in_open_interval("grow_threshold", grow_threshold, 0.0, 1.0 + 1e-12)
+        validation.check_in_open_interval(
+            "shrink_threshold", shrink_threshold, 0.0, 1.0 / growth_factor
+        )
+        validation.check_int("width_warmup_epochs", width_warmup_epochs, minimum=0)
+        validation.check_int("settle_after", settle_after, minimum=2, allow_none=True)
+        validation.check_fraction("settled_headroom", settled_headroom)
+        validation.check_int("max_capacity", max_capacity, allow_none=True)
+        validation.check_int("min_capacity", min_capacity, allow_none=True)
+        validation.check_int("max_parameters", max_parameters, allow_none=True)
+        if verbose not in (0, 1):
+            raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
+        self.num_examples = num_examples
+        self.check_every = check_every
+        self.width_warmup_epochs = width_warmup_epochs
+        self.max_parameters = max_parameters
+        self.verbose = verbose
+        self.policy = capacity_policy.CapacityPolicy(
+            growth_factor=growth_factor,
+            grow_threshold=grow_threshold,
+            shrink_threshold=shrink_threshold,
+            settle_after=settle_after,
+            settled_headroom=settled_headroom,
+            max_capacity=max_capacity,
+            min_capacity=min_capacity,
+        )
+        self.reallocations = []
+        self.rebuilds = 0
+        self.reallocation_seconds = 0.0
+        # Set by keras_awn.Model.fit from its inputs; an explicit num_examples wins.
+        self.inferred_num_examples = None
+        self._links = {}
+        self._layers = []
+        self._steps = 0
+        self._epoch = 0
+        # `(layers, read)` from the previous check inside the epoch (see `_check`).
+        self._requested = None
+        # Per layer (by id): the last finite width parameter seen, restored if it diverges.
+        self._last_finite = {}
+        self._warned_limit = set()
+        self._warned_budget = False
+
+    # The policy's settings, as the constructor named them.
+    growth_factor = property(lambda self: self.policy.growth_factor)
+    grow_threshold = property(lambda self: self.policy.grow_threshold)
+    shrink_threshold = property(lambda self: self.policy.shrink_threshold)
+    settle_after = property(lambda self: self.policy.settle_after)
+    settled_headroom = property(lambda self: self.policy.settled_headroom)
+    max_capacity = property(lambda self: self.policy.max_capacity)
+    min_capacity = property(lambda self: self.policy.min_capacity)
+
+    def target_capacity(self, layer, width: int) -> int:
+        """The capacity `layer` should have for `width` (its current capacity if no change)."""
+        return self.policy.decide(layer, layer.training_state.capacity, width)[0]
+
+    # -- Callback hooks -------------------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        model = self.model  # on JAX, reading `self.model` syncs the training state
+        backend_guards.check_distribution(model)
+        self._links = topology.link(model)
+        self._layers = topology.adaptive_layers(model)
+        num_examples = self.num_examples or self.inferred_num_examples
+        if num_examples is None and any(layer.has_prior() for layer in self._layers):
+            raise ValueError(
+                "keras_awn needs the number of training examples N to scale the prior of the "
+                "adaptive layers (the ELBO per example), and could not infer it from the data "
+                "passed to `fit` (it can from arrays and from loaders with a known length). Pass "
+                "it as `callbacks=[keras_awn.callbacks.WidthController(num_examples=N)]`, or "
+                "disable the priors (`weight_prior_scale=None` and `width_prior=None`)."
+            )
+        deferred = [l.name for l in self._layers if not l.adds_prior_in_call and l.has_prior()]
+        if deferred and not getattr(model, "adds_deferred_priors", False):
+            warnings.warn(
+                f"The prior of adaptive layers {deferred} (inside a recurrent cell) is added by "
+                "`keras_awn.Model`/`keras_awn.Sequential` in `compute_loss`; this "
+                f"{type(model).__name__} does not, so they train without it. Build the model "
+                "with keras_awn.Model or keras_awn.Sequential.",
+                stacklevel=2,
+            )
+        for layer in self._layers:
+            layer.training_state.controlled = True
+            layer.training_state.capacity.recent_widths = []
+        # N is a constant of the traced step.
+        training_state.set_trace_constants(
+            model,
+            [(layer.training_state, "num_examples", num_examples) for layer in self._layers],
+        )
+        self._steps = 0
+        self._check(model)
+
+    def _set_width_frozen(self, frozen):
+        """Freezes or releases the width parameters (a constant of the traced step)."""
+        training_state.set_trace_constants(
+            self.model,
+            [(layer.training_state, "width_frozen", frozen) for layer in self._layers],
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        frozen = epoch < self.width_warmup_epochs
+        if any(layer.training_state.width_frozen != frozen for layer in self._layers):
+            self._set_width_frozen(frozen)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
+        # every batch's callbacks synchronously.
+        if self._steps and self._steps % self.check_every == 0:
+            self._check(self._model, lagged=True)
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(self._model)
+        if logs is not None:
+            for layer in self._layers:
+                logs[f"{layer.name}_width"] = self._active_units(layer)
+
+    def on_train_end(self, logs=None):
+        self._restore_diverged_width_parameters()
+        if any(layer.training_state.width_frozen for layer in self._layers):
+            self._set_width_frozen(False)
+        for layer in self._layers:
+            layer.training_state.controlled = False
+
+    # -- Checking -------------------------------------------------------------------------------
+
+    def _active_units(self, layer) -> int:
+        """`layer.active_units` from the width parameter the last check read, computed on the
+        host: eager backend ops would each compile a small program on JAX (memory, time)."""
+        value = self._last_finite.get(id(layer))
+        if value is None:
+            return layer.active_units
+        return layer.active_units_on_host(value)
+
+    def _read_width_parameters(self, model, layers, lagged):
+        """The width parameters of `layers` (numpy), or None when a lagged check has none yet.
+
+        `lagged` (the checks inside an epoch): decide on the values requested at the previous
+        check, and request the current ones for the next, so that reading never waits for the
+        running step (`running_state.request_values`). The first check of an epoch only
+        requests. The checks at the start of training and at epoch ends read the current values.
+        """
+        # Read only the width parameters: no full state sync unless something is resized.
+        variables = [layer.width_parameter for layer in layers]
+        if not lagged:
+            self._requested = None
+            return running_state.current_values(model, variables)
+        requested = self._requested
+        self._requested = (layers, running_state.request_values(model, variables))
+        if requested is None or requested[0] != layers:
+            return None
+        return requested[1]()
+
+    def _check(self, model, lagged=False):
+        """Decides on every layer's capacity from its width parameter, and reallocates."""
+        layers = [layer for layer in self._layers if layer.built]
+        if not layers:
+            return
+        values = self._read_width_parameters(model, layers, lagged)
+        if values is None:
+            return
+        plan, widths, reasons = {}, {}, {}
+        diverged = []
+        for layer, value in zip(layers, values):
+            if not math.isfinite(float(value)):
+                diverged.append(layer)
+                continue
+            self._last_finite[id(layer)] = float(value)
+            width = int(layer.desired_units_on_host(float(value)))
+            widths[layer] = width
+            record = layer.training_state.capacity
+            record.observe(width)
+            target, reason = self.policy.decide(layer, record, width)
+            if target != layer.capacity:
+                plan[layer], reasons[layer] = target, reason
+                self._warn_if_held(layer, width, reason)
+        if diverged:
+            self._restore_width_parameters(diverged)
+        if not plan:
+            return
+        # The step is rebuilt anyway: also grow the moving layers past halfway to their grow
+        # threshold, rather than rebuilding again for them a few checks later.
+        for layer, width in widths.items():
+            if layer not in plan and self.policy.grows_early(
+                layer, layer.training_state.capacity, width
+            ):
+                plan[layer] = self.policy.reallocated_capacity(layer, width)
+                reasons[layer] = "grow"
+                self._warn_if_held(layer, width, "grow")
+        if self.max_parameters is not None:
+            plan = self._within_parameter_budget(model, plan, reasons)
+            if not plan:
+                return
+        self._reallocate(plan, widths, reasons)
+
+    def _reallocate(self, plan, widths, reasons):
+        started = time.perf_counter()
+        model = self.model  # on JAX this syncs the running state into the variables
+        old = {layer: layer.capacity for layer in plan}
+        resize.resize(model, plan, self._links)
+        self.rebuilds += 1
+        self.reallocation_seconds += time.perf_counter() - started
+        for layer, capacity in plan.items():
+            layer.training_state.capacity.reallocated(reasons[layer])
+            event = {
+                "epoch": self._epoch,
+                "step": self._steps,
+                "layer": layer.name,
+                "width": widths[layer],
+                "old_capacity": old[layer],
+                "new_capacity": capacity,
+                "reason": reasons[layer],
+            }
+            self.reallocations.append(event)
+            if self.verbose:
+                print(
+                    f"WidthController: '{layer.name}' capacity {old[layer]} -> {capacity} "
+                    f"({reasons[layer]}; width {widths[layer]}, epoch {self._epoch}, "
+                    f"step {self._steps})"
+                )
+
+    def _warn_if_held(self, layer, width, reason):
+        """Warns once per layer when a growth is held at the policy's limit."""
+        if reason not in capacity_policy.GROWTH_REASONS or id(layer) in self._warned_limit:
+            return
+        if self.policy.held_at_limit(layer, width):
+            self._warned_limit.add(id(layer))
+            warnings.warn(
+                f"Adaptive layer '{layer.name}' asks for {width} units; its capacity is "
+                f"held at max_capacity={self.max_capacity} (the width runs at the capacity). "
+                "Raise `WidthController(max_capacity=...)` if the layer should grow "
+                "further, or set the layer's `max_units`.",
+                stacklevel=4,
+            )
+
+    def _within_parameter_budget(self, model, plan, reasons):
+        """The plan without its growth when growing would exceed `max_parameters`.
+
+        Shrinking and settling only free memory and are kept. Held layers run at their capacity
+        (their width is clamped to it), so memory stays bounded whatever the width asks for.
+        """
+        planned = resize.parameter_count(model, plan, self._links)
+        if planned <= self.max_parameters:
+            return plan
+        growth = capacity_policy.GROWTH_REASONS
+        held = [layer.name for layer in plan if reasons[layer] in growth]
+        if held and not self._warned_budget:
+            self._warned_budget = True
+            warnings.warn(
+                f"Growing adaptive layers {held} would take the model to {planned} parameters, "
+                f"over max_parameters={self.max_parameters}: their capacity is held (the widths "
+                "run at the capacity). Raise `WidthController(max_parameters=...)` to let them "
+                "grow.",
+                stacklevel=3,
+            )
+        return {layer: capacity for layer, capacity in plan.items() if reasons[layer] not in growth}
+
+    def _restore_diverged_width_parameters(self):
+        """Restores every width parameter that is not finite (see `_restore_width_parameters`)."""
+        layers = [layer for layer in self._layers if layer.built]
+        if not layers:
+            return
+        values = running_state.current_values(self._model, [l.width_parameter for l in layers])
+        diverged = [l for l, v in zip(layers, values) if not math.isfinite(float(v))]
+        if diverged:
+            self._restore_width_parameters(diverged)
+
+    def _restore_width_parameters(self, layers):
+        """Gives width parameters that became NaN or infinite (a non-finite batch, training
+        stopped by `TerminateOnNaN`) their last finite value, so that the widths stay defined
+        and the model can be saved, loaded and inspected."""
+        self.model  # noqa: B018 (on JAX, reading it syncs the running state into the variables)
+        for layer in layers:
+            restored = self._last_finite.get(
+                id(layer), layer.distribution.raw_for_width(layer.initial_units, layer.quantile)
+            )
+            layer.width_parameter.assign(restored)
+            warnings.warn(
+                f"The width parameter of adaptive layer '{layer.name}' became non-finite during "
+                f"training; it was restored to its last finite value ({restored:.4g}). The "
+                "other weights may be non-finite too.",
+                stacklevel=3,
+            )
+
+    def get_config(self):
+        return {
+            "num_examples": self.num_examples,
+            "check_every": self.check_every,
+            "growth_factor": self.growth_factor,
+            "grow_threshold": self.grow_threshold,
+            "shrink_threshold": self.shrink_threshold,
+            "width_warmup_epochs": self.width_warmup_epochs,
+            "settle_after": self.settle_after,
+            "settled_headroom": self.settled_headroom,
+            "max_capacity": self.max_capacity,
+            "min_capacity": self.min_capacity,
+            "max_parameters": self.max_parameters,
+            "verbose": self.verbose,
+        }
