@@ -8,7 +8,8 @@ test accuracy (mean +- std over seeds), learned widths, parameters and wall time
     KERAS_BACKEND=jax python examples/compare.py moons
     KERAS_BACKEND=torch python examples/compare.py digits_cnn --seeds 1 --widths 8 128
 
-The per-task scripts (`examples/moons.py`, ...) call `main` with their task.
+Tasks: moons, spiral, hard_spiral, breast_cancer, digits_cnn, digits_rnn, reverse, cycles
+(`examples/tasks.py`).
 """
 
 import argparse

@@ -57,7 +57,7 @@ def batch_graphs(graphs, num_graphs=None, num_nodes=None, num_edges=None) -> dic
     Example:
 
     >>> triangle = (np.ones((3, 1)), [[0, 1], [1, 2], [2, 0]])
-    >>> batch = keras_awn.graphs.batch_graphs([triangle, triangle])
+    >>> batch = keras_awn.graph_data.batch_graphs([triangle, triangle])
     >>> batch["node_features"].shape, batch["graph_id"].tolist()
     ((7, 1), [0, 0, 0, 1, 1, 1, 2])
     """
@@ -122,10 +122,15 @@ class GraphBatches(keras.utils.PyDataset):
     Example:
 
     ```python
-    batches = keras_awn.graphs.GraphBatches(graphs, labels, batch_size=32, shuffle=True)
-    model.fit(batches, epochs=20, callbacks=[
-        keras_awn.callbacks.WidthController(num_examples=batches.num_examples)
-    ])
+    nodes = keras.Input((1,))
+    edges = keras.Input((2,), dtype="int32")
+    graph_id = keras.Input((), dtype="int32")
+    hidden = keras_awn.layers.AdaptiveGINConv(16)([nodes, edges])
+    pooled = keras_awn.layers.GraphPooling(num_graphs=32)([hidden, graph_id])
+    model = keras_awn.Model([nodes, edges, graph_id], keras.layers.Dense(2)(pooled))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = keras_awn.graph_data.GraphBatches(graphs, labels, batch_size=32, shuffle=True)
+    model.fit(batches, epochs=20)  # N is the batches' `num_examples`: the number of graphs
     ```
     """
 

@@ -201,13 +201,13 @@ class Sequential(_AdaptiveTrainingMixin, keras.Sequential):
     ```python
     model = keras_awn.Sequential([
         keras.Input((2,)),
-        keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu"),
+        keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu", name="hidden"),
         keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu"),
         keras.layers.Dense(2),
     ])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(x, y, epochs=50)
-    history.history["adaptive_dense_width"]
+    history.history["hidden_width"]  # the first layer's width after each epoch
     ```
     """
 

@@ -61,7 +61,7 @@ class AdaptiveDense(AdaptiveKernelLayer):
         keras_awn.layers.AdaptiveDense(initial_units=16, activation="relu"),
         keras.layers.Dense(2),
     ])
-    model.compile("adam", "mse")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=10)
     keras_awn.widths(model)  # {"adaptive_dense": ...}
     ```

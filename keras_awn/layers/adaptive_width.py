@@ -140,6 +140,16 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         width_prior: None (default) or `{"mean_units": int, "scale": float}`, a Gaussian prior
             on the width parameter centred where the width equals `mean_units`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    layer = keras_awn.layers.AdaptiveDense(16)  # any adaptive layer
+    layer.build((None, 4))
+    layer.active_units  # 16: the units in use
+    layer.capacity  # 64: the units allocated (the width moves inside them between reallocations)
+    layer.importance()  # one value per allocated unit: decreasing, zero from unit 16 on
+    ```
     """
 
     # Whether the units are the last axis of the output (see the class docstring).

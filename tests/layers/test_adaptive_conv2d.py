@@ -13,6 +13,7 @@ from keras_awn._engine import topology
 from keras_awn._engine import resize
 from keras_awn.layers import AdaptiveConv2D
 from tests import helpers
+from tests.layer_test_case import run_layer_test
 
 
 @pytest.mark.parametrize(
@@ -149,3 +150,15 @@ def test_widths_and_metrics_report_filters():
     history = model.fit(images, np.zeros(32, "int32"), epochs=1, verbose=0)
     assert history.history["filters_width"][-1] == keras_awn.widths(model)["filters"]
     assert topology.adaptive_layers(model)[0].initial_filters == 3
+
+
+def test_layer_contract(tmp_path):
+    run_layer_test(
+        keras_awn.layers.AdaptiveConv2D,
+        {"initial_filters": 4, "kernel_size": 3, "padding": "same", "activation": "relu"},
+        (np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32"),),
+        expected_output_shape=(2, 6, 6, 8),
+        expected_num_trainable_weights=3,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )

@@ -8,6 +8,7 @@ from keras import ops
 import keras_awn
 from keras_awn.layers import AdaptiveDense
 from tests import helpers
+from tests.layer_test_case import run_layer_test
 
 
 def built_layer(input_dim=3, **kwargs):
@@ -221,3 +222,15 @@ def test_an_unbounded_width_is_reported_clearly_and_max_units_bounds_it():
     bounded = built_layer(initial_units=4, max_units=50)
     bounded.width_parameter.assign(-1000.0)
     assert bounded.desired_units == 50
+
+
+def test_layer_contract(tmp_path):
+    run_layer_test(
+        keras_awn.layers.AdaptiveDense,
+        {"initial_units": 8, "activation": "relu"},
+        (np.random.default_rng(0).normal(size=(4, 3)).astype("float32"),),
+        expected_output_shape=(4, 64),  # the default capacity: the dense floor of 64 units
+        expected_num_trainable_weights=3,  # kernel, bias, width parameter
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+import keras_awn
 from keras_awn.layers import AdaptiveFeedForward
+from tests.layer_test_case import run_layer_test
 
 
 def test_feed_forward_keeps_the_model_dimension_and_its_config():
@@ -17,3 +19,15 @@ def test_feed_forward_keeps_the_model_dimension_and_its_config():
     assert clone.model_dim == 6 and clone.hidden[0].capacity == block.hidden[0].capacity
     with pytest.raises(ValueError, match="Received: dropout"):
         AdaptiveFeedForward(model_dim=6, dropout=-0.1)
+
+
+def test_layer_contract(tmp_path):
+    run_layer_test(
+        keras_awn.layers.AdaptiveFeedForward,
+        {"model_dim": 8, "initial_units": 8},
+        (np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32"),),
+        expected_output_shape=(2, 5, 8),
+        expected_num_trainable_weights=5,  # hidden kernel, bias, width parameter; output Dense
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )

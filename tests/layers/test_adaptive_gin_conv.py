@@ -11,6 +11,7 @@ from keras_awn.layers import GINConv
 from keras_awn.layers import GraphPooling
 from keras_awn._engine import topology
 from tests.families import cycles_and_paths
+from tests.layer_test_case import run_layer_test
 
 TRIANGLE = (np.arange(6, dtype="float32").reshape(3, 2), [[0, 1], [1, 2], [2, 0]])
 EDGE = (np.ones((2, 2), "float32"), [[0, 1]])
@@ -40,3 +41,17 @@ def test_bad_gin_arguments_are_refused():
         GraphPooling(0)
     with pytest.raises(ValueError, match="edge_index"):
         AdaptiveGINConv(4)([np.ones((3, 2), "float32"), np.zeros((3, 3), "int32")])
+
+
+def test_layer_contract(tmp_path):
+    nodes = np.random.default_rng(0).normal(size=(7, 3)).astype("float32")
+    edges = np.array([[0, 1], [1, 0], [1, 2], [2, 1], [3, 4], [4, 3], [5, 6]], "int32")
+    run_layer_test(
+        keras_awn.layers.AdaptiveGINConv,
+        {"output_units": 5, "initial_units": 4},
+        ([nodes, edges],),
+        expected_output_shape=(7, 5),
+        expected_num_trainable_weights=6,  # epsilon, hidden (3), output Dense (2)
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )

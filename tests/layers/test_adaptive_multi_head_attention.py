@@ -9,6 +9,7 @@ from keras import ops
 import keras_awn
 from keras_awn.layers import AdaptiveDense
 from keras_awn.layers import AdaptiveMultiHeadAttention
+from tests.layer_test_case import run_layer_test
 
 
 def keras_attention_like(layer, query, value):
@@ -87,3 +88,19 @@ def test_an_adaptive_layer_cannot_feed_attention_directly():
     attended = AdaptiveMultiHeadAttention(2, key_dim=4, name="attention_reader")(hidden, hidden)
     with pytest.raises(ValueError, match="attention_reader"):
         keras_awn.Model(tokens, keras.layers.Dense(2)(attended))
+
+
+def test_layer_contract(tmp_path):
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 5, 8)).astype("float32")
+    value = rng.normal(size=(2, 4, 6)).astype("float32")
+    run_layer_test(
+        keras_awn.layers.AdaptiveMultiHeadAttention,
+        {"initial_heads": 2, "key_dim": 4},
+        (query, value),
+        expected_output_shape=(2, 5, 8),
+        # Query, key, value and output projections (kernel and bias), the width parameter.
+        expected_num_trainable_weights=9,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )

@@ -12,6 +12,7 @@ from keras_awn._engine import topology
 from keras_awn.layers import AdaptiveRNN
 from keras_awn.layers import AdaptiveRNNCell
 from keras_awn.layers import MLPRNNCell
+from tests.layer_test_case import run_layer_test
 
 
 def test_adaptive_cell_maps_are_adaptive_mlps_with_a_fixed_state():
@@ -69,3 +70,28 @@ def test_bad_arguments_name_the_argument():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         AdaptiveRNN(4, return_sequences=True)  # RNN arguments pass through
+
+
+def test_layer_contract(tmp_path):
+    # A cell is called by `keras.layers.RNN`, whose config carries it.
+    run_layer_test(
+        keras.layers.RNN,
+        {"cell": keras_awn.layers.AdaptiveRNNCell(6, initial_units=4)},
+        (np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32"),),
+        expected_output_shape=(2, 6),
+        expected_num_trainable_weights=10,  # two maps: hidden (3) and output Dense (2) each
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )
+
+
+def test_adaptive_rnn_layer_contract(tmp_path):
+    run_layer_test(
+        keras_awn.layers.AdaptiveRNN,
+        {"state_size": 6, "initial_units": 4, "return_sequences": True},
+        (np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32"),),
+        expected_output_shape=(2, 5, 6),
+        expected_num_trainable_weights=10,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )
