@@ -134,7 +134,7 @@ def settled_capacity(width):
     from keras_awn.callbacks import WidthController
     from keras_awn.layers import AdaptiveDense
 
-    return max(WidthController().settled_capacity(width), AdaptiveDense.min_capacity)
+    return max(WidthController().policy.settled_capacity(width), AdaptiveDense.min_capacity)
 
 
 def moving_capacity(width):

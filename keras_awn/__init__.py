@@ -5,6 +5,7 @@ TensorFlow, JAX and PyTorch backends.
 """
 
 from keras_awn import callbacks
+from keras_awn import datasets
 from keras_awn import distributions
 from keras_awn import graph_data
 from keras_awn import layers
@@ -23,6 +24,7 @@ __all__ = [
     "Sequential",
     "adaptive_layers",
     "callbacks",
+    "datasets",
     "distributions",
     "graph_data",
     "layers",
