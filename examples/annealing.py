@@ -25,12 +25,13 @@ from keras_awn import datasets  # noqa: E402
 
 
 def build_model(initial_units, scale):
-    prior = {"mean_units": 4, "scale": scale}
+    # Annealing acts through the width parameter's gradient: the paper's width learning.
+    annealed = {"width_prior": {"mean_units": 4, "scale": scale}, "width_learning": "gradient"}
     return keras_awn.Sequential(
         [
             keras.Input((2,)),
-            keras_awn.layers.AdaptiveDense(initial_units, activation="relu", width_prior=prior),
-            keras_awn.layers.AdaptiveDense(initial_units, activation="relu", width_prior=prior),
+            keras_awn.layers.AdaptiveDense(initial_units, activation="relu", **annealed),
+            keras_awn.layers.AdaptiveDense(initial_units, activation="relu", **annealed),
             keras.layers.Dense(2),
         ]
     )

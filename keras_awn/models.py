@@ -17,8 +17,10 @@ width once more, eagerly, for a value that the controller reads anyway.
 
 import inspect
 import math
+import random
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_awn._engine import keras_internals
@@ -57,6 +59,42 @@ def infer_num_examples(x, validation_split=0.0):
     if count is not None and validation_split:
         count = int(math.floor(count * (1.0 - validation_split)))
     return count
+
+
+# Examples the width search scores the model on (a fixed random sample of the training data).
+PROBE_SIZE = 2048
+
+
+def probe_sample(x, y, validation_split=0.0, size=PROBE_SIZE):
+    """Up to `size` training examples `(x, y)` for the width search, or None.
+
+    From arrays (numpy, backend tensors, nested structures of them): a random sample of the
+    training part (Keras takes the validation split from the end). From a
+    `keras.utils.PyDataset`: its first batch. Other datasets and generators give None (pass
+    `WidthController(probe_data=...)`).
+    """
+    if x is None:
+        return None
+    if isinstance(x, keras.utils.PyDataset):
+        # Its first batch: joining batches is the dataset's business (graph batches renumber
+        # their nodes, for instance).
+        batch = x[0] if len(x) else None
+        if isinstance(batch, tuple) and len(batch) >= 2:
+            return batch[0], batch[1]
+        return None
+    count = infer_num_examples(x, validation_split)
+    if y is None or count is None or not keras.tree.flatten(x):
+        return None
+    rng = np.random.default_rng(random.randint(0, 2**31 - 1))
+    chosen = np.sort(rng.choice(count, size=min(size, count), replace=False))
+
+    def take(values):
+        return np.asarray(ops.convert_to_numpy(values))[chosen]
+
+    try:
+        return keras.tree.map_structure(take, x), keras.tree.map_structure(take, y)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 class _AdaptiveTrainingMixin:
@@ -131,9 +169,12 @@ class _AdaptiveTrainingMixin:
         if not controllers:
             controllers = [WidthController()]
             callbacks.extend(controllers)
-        num_examples = infer_num_examples(x, arguments.arguments.get("validation_split") or 0.0)
+        validation_split = arguments.arguments.get("validation_split") or 0.0
+        num_examples = infer_num_examples(x, validation_split)
+        probe_data = probe_sample(x, arguments.arguments.get("y"), validation_split)
         for controller in controllers:
             controller.inferred_num_examples = num_examples
+            controller.inferred_probe_data = probe_data
         arguments.arguments["callbacks"] = callbacks
         call = dict(arguments.arguments)
         call.pop("self")

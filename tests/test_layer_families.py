@@ -349,9 +349,15 @@ class WidthHistory(keras.callbacks.Callback):
 def test_widths_move_while_fit_runs(name):
     family = FAMILIES[name]
     model = compiled(family.build(), learning_rate=0.05)
+    for layer in topology.adaptive_layers(model):
+        if layer.width_learning == "search":
+            # Below the narrowest width the search judges: its first search must move it.
+            layer.width_parameter.assign(layer.distribution.raw_for_width(4, layer.quantile))
     start = keras_awn.widths(model)
     recorder = WidthHistory()
-    model.fit(**family.fit_arguments(epochs=6, verbose=0, callbacks=[recorder]))
+    # A width search every 8 steps: 5 searches in these 48 steps.
+    controller = keras_awn.callbacks.WidthController(search_every=8)
+    model.fit(**family.fit_arguments(epochs=6, verbose=0, callbacks=[recorder, controller]))
     moved = {
         layer: sorted({widths[layer] for widths in recorder.history}) for layer in start
     }

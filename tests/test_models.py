@@ -84,9 +84,10 @@ def test_plain_keras_model_with_controller():
     inputs = keras.Input((2,))
     outputs = keras.layers.Dense(2)(AdaptiveDense(8, activation="relu")(inputs))
     model = helpers.compile_classifier(keras.Model(inputs, outputs))
-    controller = keras_awn.callbacks.WidthController(num_examples=len(x))
+    # A plain keras.Model gives the controller neither N nor the width search's probe.
+    controller = keras_awn.callbacks.WidthController(num_examples=len(x), probe_data=(x, y))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no "no controller" warning
+        warnings.simplefilter("error", UserWarning)  # no "no controller" or "no probe" warning
         history = model.fit(x, y, epochs=2, verbose=0, callbacks=[controller])
     (layer,) = topology.adaptive_layers(model)
     assert history.history[f"{layer.name}_width"][-1] == layer.active_units
@@ -157,7 +158,10 @@ def test_evaluate_loss_is_the_elbo_per_example():
     x, y = helpers.spiral_data(128)
     model = helpers.compile_classifier(
         helpers.sequential_model(
-            initial_units=(6, 5), weight_prior_scale=0.7, width_prior={"mean_units": 9, "scale": 3.0}
+            initial_units=(6, 5),
+            weight_prior_scale=0.7,
+            width_prior={"mean_units": 9, "scale": 3.0},
+            width_learning="gradient",
         )
     )
     model.fit(x, y, epochs=1, verbose=0)

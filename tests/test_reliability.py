@@ -23,9 +23,9 @@ from keras_awn._engine import resize
 from tests import helpers
 
 
-def widened_model(units=(6, 6), width=30, optimizer=None, **compile_kwargs):
+def widened_model(units=(6, 6), width=30, optimizer=None, layer_kwargs=None, **compile_kwargs):
     """A compiled model whose layers ask for `width` units, so that `fit` must reallocate."""
-    model = helpers.sequential_model(initial_units=units)
+    model = helpers.sequential_model(initial_units=units, **(layer_kwargs or {}))
     model.compile(
         optimizer or keras.optimizers.Adam(0.01),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -168,7 +168,8 @@ def test_nan_batch_stops_training_and_leaves_finite_widths_and_a_loadable_model(
     x, y = helpers.spiral_data(256)
     x = x.copy()
     x[100] = np.nan  # batch 3 of 8
-    model = widened_model(width=8)
+    # The paper's gradient-learned width: a NaN batch reaches the width parameters.
+    model = widened_model(width=8, layer_kwargs={"width_learning": "gradient"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[
@@ -250,10 +251,10 @@ def shrink_capacity_in_config_only(config):
     "edit,message",
     [
         (shrink_capacity_in_config_only, "hold 12 units"),
-        (lambda c: first_adaptive_config(c)["config"].pop("initial_units"), "initial_units"),
+        (lambda c: first_adaptive_config(c)["config"].update(bogus=1), "bogus"),
         (lambda c: first_adaptive_config(c)["config"].update(quantile=2.0), "quantile"),
     ],
-    ids=["capacity_differs_from_weights", "missing_argument", "invalid_argument"],
+    ids=["capacity_differs_from_weights", "unknown_argument", "invalid_argument"],
 )
 def test_inconsistent_files_are_refused_naming_the_layer(tmp_path, edit, message):
     model = helpers.sequential_model(initial_units=(6,))

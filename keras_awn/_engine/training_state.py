@@ -24,6 +24,10 @@ class TrainingState:
         warned: whether the layer warned that it trains without a controller.
         capacity: the capacity policy's `CapacityRecord` of the layer (settled or moving, the
             widths seen), kept from one `fit` call to the next.
+        prefix_training: whether stochastic prefixes train the layer (`width_learning="search"`);
+            off for the last part of a fit. Read by the compiled step.
+        probe_cut: while the width search evaluates the model, the number of the layer's first
+            units kept (the others count as masked); None otherwise. Read by eager calls only.
         resize_on_load: while a keras_awn model loads weights, a function
             `(layer, capacity)` that reallocates the layer to the capacity the file holds;
             None otherwise (a mismatch is then an error).
@@ -36,6 +40,8 @@ class TrainingState:
         self.controlled = False
         self.warned = False
         self.capacity = CapacityRecord()
+        self.prefix_training = True
+        self.probe_cut = None
         self.resize_on_load = None
 
     def __repr__(self):

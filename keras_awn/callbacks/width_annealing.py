@@ -31,7 +31,8 @@ class WidthAnnealing(keras.callbacks.Callback):
     model = keras_awn.Sequential([
         keras.Input((2,)),
         keras_awn.layers.AdaptiveDense(32, activation="relu",
-                                       width_prior={"mean_units": 4, "scale": 10.0}),
+                                       width_prior={"mean_units": 4, "scale": 10.0},
+                                       width_learning="gradient"),
         keras.layers.Dense(2),
     ])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

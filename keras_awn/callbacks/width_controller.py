@@ -5,6 +5,7 @@ import time
 import warnings
 
 import keras
+from keras import ops
 
 from keras_awn._engine import backend_guards
 from keras_awn._engine import capacity_policy
@@ -13,6 +14,7 @@ from keras_awn._engine import running_state
 from keras_awn._engine import topology
 from keras_awn._engine import training_state
 from keras_awn._engine import validation
+from keras_awn._engine import width_search
 
 
 class WidthController(keras.callbacks.Callback):
@@ -135,6 +137,10 @@ class WidthController(keras.callbacks.Callback):
         max_capacity: int | None = 8192,
         min_capacity: int | None = None,
         max_parameters: int | None = None,
+        search_every: int | None = 128,
+        search_tolerance: float = 0.01,
+        final_share: float = 0.2,
+        probe_data=None,
         verbose: int = 0,
     ):
         super().__init__()
@@ -158,6 +164,14 @@ class WidthController(keras.callbacks.Callback):
         validation.check_int("max_capacity", max_capacity, allow_none=True)
         validation.check_int("min_capacity", min_capacity, allow_none=True)
         validation.check_int("max_parameters", max_parameters, allow_none=True)
+        validation.check_int("search_every", search_every, allow_none=True)
+        validation.check_in_open_interval("search_tolerance", search_tolerance, 0.0, 1.0)
+        validation.check_fraction("final_share", final_share)
+        if probe_data is not None and (not isinstance(probe_data, tuple) or len(probe_data) != 2):
+            raise ValueError(
+                "`probe_data` must be None or a tuple `(x, y)` of training examples. "
+                f"Received: probe_data={type(probe_data).__name__}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -165,6 +179,10 @@ class WidthController(keras.callbacks.Callback):
         self.width_warmup_epochs = width_warmup_epochs
         self.max_parameters = max_parameters
         self.verbose = verbose
+        self.search_every = search_every
+        self.final_share = float(final_share)
+        self.probe_data = probe_data
+        self.search = width_search.WidthSearch(tolerance=search_tolerance)
         self.policy = capacity_policy.CapacityPolicy(
             growth_factor=growth_factor,
             grow_threshold=grow_threshold,
@@ -189,6 +207,12 @@ class WidthController(keras.callbacks.Callback):
         self._last_finite = {}
         self._warned_limit = set()
         self._warned_budget = False
+        # Set by keras_awn.Model.fit from its inputs; an explicit probe_data wins.
+        self.inferred_probe_data = None
+        self.searches = []
+        self._probe = None
+        self._final = False
+        self._warned_probe = False
 
     # The policy's settings, as the constructor named them.
     growth_factor = property(lambda self: self.policy.growth_factor)
@@ -198,6 +222,7 @@ class WidthController(keras.callbacks.Callback):
     settled_headroom = property(lambda self: self.policy.settled_headroom)
     max_capacity = property(lambda self: self.policy.max_capacity)
     min_capacity = property(lambda self: self.policy.min_capacity)
+    search_tolerance = property(lambda self: self.search.tolerance)
 
     def target_capacity(self, layer, width: int) -> int:
         """The capacity `layer` should have for `width` (its current capacity if no change)."""
@@ -237,6 +262,9 @@ class WidthController(keras.callbacks.Callback):
             [(layer.training_state, "num_examples", num_examples) for layer in self._layers],
         )
         self._steps = 0
+        self._final = False
+        self._probe = self._make_probe()
+        self._set_prefix_training(True)
         self._check(model)
 
     def _set_width_frozen(self, frozen):
@@ -246,8 +274,48 @@ class WidthController(keras.callbacks.Callback):
             [(layer.training_state, "width_frozen", frozen) for layer in self._layers],
         )
 
+    def _searching_layers(self):
+        return [
+            layer
+            for layer in self._layers
+            if layer.built and layer.trainable and layer.width_learning == "search"
+        ]
+
+    def _make_probe(self):
+        """The probe of the width search, or None (with a warning) when there is no data."""
+        if self.search_every is None or not self._searching_layers():
+            return None
+        data = self.probe_data if self.probe_data is not None else self.inferred_probe_data
+        if data is None:
+            if not self._warned_probe:
+                self._warned_probe = True
+                warnings.warn(
+                    "The width search needs a sample of training examples, which keras_awn "
+                    "could not take from the data passed to `fit` (it can from arrays and from "
+                    "`keras.utils.PyDataset`s): the widths stay where they start. Pass "
+                    "`callbacks=[keras_awn.callbacks.WidthController(probe_data=(x, y))]`.",
+                    stacklevel=3,
+                )
+            return None
+        return width_search.Probe(*data)
+
+    def _set_prefix_training(self, enabled):
+        """Switches the stochastic prefixes on or off (a constant of the traced step)."""
+        training_state.set_trace_constants(
+            self.model,
+            [(layer.training_state, "prefix_training", enabled) for layer in self._layers],
+        )
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        epochs = (self.params or {}).get("epochs")
+        final = bool(epochs) and epoch >= math.ceil((1.0 - self.final_share) * epochs)
+        if final and not self._final and self.final_share > 0:
+            # The last part of the fit trains every layer at the width it needs, on all units.
+            self._final = True
+            if self._probe is not None:
+                self._search(final=True)
+            self._set_prefix_training(False)
         frozen = epoch < self.width_warmup_epochs
         if any(layer.training_state.width_frozen != frozen for layer in self._layers):
             self._set_width_frozen(frozen)
@@ -257,6 +325,13 @@ class WidthController(keras.callbacks.Callback):
         # every batch's callbacks synchronously.
         if self._steps and self._steps % self.check_every == 0:
             self._check(self._model, lagged=True)
+        if (
+            self._probe is not None
+            and not self._final
+            and self._steps
+            and self._steps % self.search_every == 0
+        ):
+            self._search()
         self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
@@ -342,6 +417,62 @@ class WidthController(keras.callbacks.Callback):
             if not plan:
                 return
         self._reallocate(plan, widths, reasons)
+
+    def _search(self, final=False):
+        """Runs the width search on every searching layer and applies its decisions.
+
+        `final`: the search ends; each layer keeps what it needs (`WidthSearch.final_width`).
+        """
+        model = self.model  # on JAX this syncs the running state into the variables
+        probe = self._probe
+        full = probe.score(model)
+        decisions = {}
+        for layer in self._searching_layers():
+            raw = float(ops.convert_to_numpy(layer.width_parameter))
+            if not math.isfinite(raw):
+                continue
+            width = layer.active_units_on_host(raw)
+
+            def score(units, layer=layer, width=width):
+                return full if units >= width else probe.score(model, layer, units)
+
+            if final:
+                target = self.search.final_width(width, score)
+            else:
+                target = self.search.target_width(width, score)
+            target = capacity_policy.bounded(layer, target)
+            if target != width:
+                decisions[layer] = (width, target)
+        if not decisions:
+            return
+        # Room first: units the width newly covers must exist before their readers' rows are
+        # zeroed (`set_width`).
+        plan, reasons = {}, {}
+        for layer, (width, target) in decisions.items():
+            if target > layer.capacity:
+                plan[layer] = self.policy.reallocated_capacity(layer, target)
+                reasons[layer] = "grow"
+        if plan:
+            self._reallocate(plan, {layer: decisions[layer][1] for layer in plan}, reasons)
+        for layer, (width, target) in decisions.items():
+            width_search.set_width(layer, target, self._links[layer])
+            self._last_finite[id(layer)] = float(ops.convert_to_numpy(layer.width_parameter))
+            event = {
+                "epoch": self._epoch,
+                "step": self._steps,
+                "layer": layer.name,
+                "width": width,
+                "new_width": layer.active_units_on_host(self._last_finite[id(layer)]),
+                "final": final,
+            }
+            self.searches.append(event)
+            if self.verbose:
+                print(
+                    f"WidthController: '{layer.name}' width {width} -> {event['new_width']} "
+                    f"({'final' if final else 'search'}; epoch {self._epoch}, "
+                    f"step {self._steps})"
+                )
+        self._check(model)
 
     def _reallocate(self, plan, widths, reasons):
         started = time.perf_counter()
@@ -445,5 +576,8 @@ class WidthController(keras.callbacks.Callback):
             "max_capacity": self.max_capacity,
             "min_capacity": self.min_capacity,
             "max_parameters": self.max_parameters,
+            "search_every": self.search_every,
+            "search_tolerance": self.search_tolerance,
+            "final_share": self.final_share,
             "verbose": self.verbose,
         }

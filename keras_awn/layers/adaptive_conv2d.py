@@ -47,7 +47,8 @@ class AdaptiveConv2D(AdaptiveKernelLayer):
     pooling first (see docs/layers/conv2d.md).
 
     Args:
-        initial_filters: int >= 1, the number of filters the layer starts with.
+        initial_filters: int >= 1 or None, the number of filters the layer starts with. None
+            (default) starts at 16, from which the width search reaches what a task needs.
         kernel_size: int or tuple of 2 ints, the height and width of the convolution window.
         strides: int or tuple of 2 ints. Defaults to 1.
         padding: `"valid"` (default) or `"same"`.
@@ -98,8 +99,8 @@ class AdaptiveConv2D(AdaptiveKernelLayer):
 
     def __init__(
         self,
-        initial_filters: int,
-        kernel_size,
+        initial_filters: int | None = None,
+        kernel_size=None,
         strides=1,
         padding: str = "valid",
         dilation_rate=1,
@@ -112,6 +113,11 @@ class AdaptiveConv2D(AdaptiveKernelLayer):
     ):
         # Saved configs name the filters like every adaptive layer does.
         initial_filters = kwargs.pop("initial_units", initial_filters)
+        if kernel_size is None:
+            raise ValueError(
+                "`kernel_size` is required: an int or a tuple of 2 ints. "
+                f"Received: kernel_size={kernel_size!r}"
+            )
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides = _pair("strides", strides)
         self.dilation_rate = _pair("dilation_rate", dilation_rate)

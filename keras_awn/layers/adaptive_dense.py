@@ -22,7 +22,9 @@ class AdaptiveDense(AdaptiveKernelLayer):
     controller knows N.
 
     Args:
-        initial_units: int >= 1, the width the layer starts with.
+        initial_units: int >= 1 or None, the width the layer starts with. None (default) starts
+            at 16 units, a start from which the width search reaches the width a task needs
+            (`keras_awn.layers.AdaptiveWidthLayer`).
         activation: activation applied before the importance scaling. Defaults to None.
         use_bias: whether the layer uses a bias vector. Defaults to True.
         kernel_initializer: initializer of the kernel. Defaults to `"he_normal"`. When another
@@ -73,7 +75,7 @@ class AdaptiveDense(AdaptiveKernelLayer):
 
     def __init__(
         self,
-        initial_units: int,
+        initial_units: int | None = None,
         activation=None,
         use_bias: bool = True,
         kernel_initializer="he_normal",

@@ -18,7 +18,9 @@ class AdaptiveKernelLayer(AdaptiveWidthLayer):
     finish with `_output_units`.
 
     Args:
-        initial_units: int >= 1, the width the layer starts with.
+        initial_units: int >= 1 or None, the width the layer starts with. None (default) starts
+            at 16 units, a start from which the width search reaches the width a task needs
+            (`keras_awn.layers.AdaptiveWidthLayer`).
         activation: activation applied before the importance scaling. Defaults to None.
         use_bias: whether the layer uses a bias vector. Defaults to True.
         kernel_initializer: initializer of the kernel.
@@ -28,7 +30,7 @@ class AdaptiveKernelLayer(AdaptiveWidthLayer):
 
     def __init__(
         self,
-        initial_units: int,
+        initial_units: int | None = None,
         activation=None,
         use_bias: bool = True,
         kernel_initializer="he_normal",
@@ -63,6 +65,7 @@ class AdaptiveKernelLayer(AdaptiveWidthLayer):
         # Importance after the activation: masked units output exactly 0 whatever activation(0).
         importance, unit_mask = self.importance_and_mask()
         outputs = outputs * ops.cast(importance, outputs.dtype)
+        outputs = self._stochastic_prefixes(outputs, unit_mask, training)
         self._add_prior_loss(training, unit_mask)
         return outputs
 

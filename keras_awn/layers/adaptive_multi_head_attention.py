@@ -34,8 +34,10 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
         bias_initializer: initializer of the biases. Defaults to `"zeros"`.
         **kwargs: the adaptive-width arguments of `keras_awn.layers.AdaptiveWidthLayer`
             (`quantile`, `distribution`, `min_units`, `max_units`, `capacity`,
-            `importance_normalization`, `weight_prior_scale`, `width_prior`; here they count
-            heads) and base layer arguments (`name`, `dtype`, ...).
+            `importance_normalization`, `weight_prior_scale`, `width_prior`,
+            `width_learning`; here they count heads) and base layer arguments (`name`,
+            `dtype`, ...). `width_learning` defaults to `"gradient"` here (the paper's): the
+            width search judges widths of 8 units and more, and a layer has a few heads.
 
     Call arguments:
         query: `(batch_size, target_length, query_dim)`.
@@ -82,6 +84,9 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
         bias_initializer="zeros",
         **kwargs,
     ):
+        # Heads learn their number by gradient, as in the paper: the width search judges
+        # widths of 8 units and more, and a layer has a handful of heads.
+        kwargs.setdefault("width_learning", "gradient")
         initial_heads = kwargs.pop("initial_units", initial_heads)
         validation.check_int("key_dim", key_dim)
         if value_dim is not None:

@@ -20,6 +20,23 @@ from keras_awn._engine import validation
 from keras_awn._engine.training_state import TrainingState
 
 NORMALIZATIONS = ("sum", "mean")
+WIDTH_LEARNING = ("search", "gradient")
+
+# The width a layer starts with when `initial_units` is not given. The width search doubles a
+# layer that needs all its units and halves one that needs a third of them, so any start reaches
+# the width a task needs within a few searches; 16 sits in the middle (on a log scale) of the
+# widths 2 to 256 that tasks of the study needed (docs/study/width_search.md).
+DEFAULT_INITIAL_UNITS = 16
+# Stochastic prefixes (`width_learning="search"`): the share of a batch's examples that see only
+# a prefix of the layer's units, and the smallest prefix, as a share of the width (prefixes are
+# log-uniform between it and the whole width). Chosen by the study (docs/study/width_search.md):
+# a quarter of the examples with prefixes down to half the width left wide layers spread over
+# their units, and the search could not tell how many they needed.
+PREFIX_SHARE = 0.5
+PREFIX_LOW = 0.125
+# The golden ratio's fractional part: the batch positions' prefix draws are a low-discrepancy
+# sequence, so no random state is needed inside the step (and none is saved).
+_GOLDEN = 0.6180339887498949
 
 # The arguments that shape a learned width, with their defaults. Every adaptive layer takes them;
 # blocks (`AdaptiveMLP`, `AdaptiveRNNCell`, `AdaptiveGINConv`, ...) pass them to their adaptive
@@ -32,6 +49,7 @@ WIDTH_ARGUMENTS = {
     "importance_normalization": "mean",
     "weight_prior_scale": 1.0,
     "width_prior": None,
+    "width_learning": "search",
 }
 
 
@@ -57,8 +75,14 @@ def validate_width_arguments(
     importance_normalization,
     weight_prior_scale,
     width_prior,
+    width_learning="search",
 ) -> dict:
     """Checks the width arguments (see `WIDTH_ARGUMENTS`) and returns them normalised."""
+    if width_learning not in WIDTH_LEARNING:
+        raise ValueError(
+            f"`width_learning` must be one of {WIDTH_LEARNING}. "
+            f"Received: width_learning={width_learning!r}"
+        )
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)):
         raise ValueError(f"`quantile` must be a float in (0, 1). Received: quantile={quantile!r}")
     if not 0.0 < quantile < 1.0:
@@ -80,6 +104,14 @@ def validate_width_arguments(
         )
     if weight_prior_scale is not None:
         validation.check_positive_number("weight_prior_scale", weight_prior_scale)
+    width_prior = validate_width_prior(width_prior)
+    if width_prior is not None and width_learning != "gradient":
+        raise ValueError(
+            "`width_prior` pulls the width parameter through its gradient, which only "
+            "`width_learning='gradient'` (the paper's) trains; the width search sets the width "
+            "itself. Pass `width_learning='gradient'` with a width prior. Received: "
+            f"width_prior={width_prior!r}, width_learning={width_learning!r}"
+        )
     return {
         "quantile": float(quantile),
         "distribution": distribution,
@@ -87,7 +119,8 @@ def validate_width_arguments(
         "max_units": max_units,
         "importance_normalization": importance_normalization,
         "weight_prior_scale": None if weight_prior_scale is None else float(weight_prior_scale),
-        "width_prior": validate_width_prior(width_prior),
+        "width_prior": width_prior,
+        "width_learning": width_learning,
     }
 
 
@@ -167,7 +200,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        initial_units: int,
+        initial_units: int | None = None,
         quantile: float = 0.9,
         distribution="exponential",
         min_units: int = 1,
@@ -176,8 +209,11 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         importance_normalization: str = "mean",
         weight_prior_scale: float | None = 1.0,
         width_prior: dict | None = None,
+        width_learning: str = "search",
         **kwargs,
     ):
+        if initial_units is None:
+            initial_units = DEFAULT_INITIAL_UNITS
         validation.check_int("initial_units", initial_units)
         arguments = validate_width_arguments(
             quantile,
@@ -187,6 +223,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             importance_normalization,
             weight_prior_scale,
             width_prior,
+            width_learning,
         )
         if capacity is not None:
             validation.check_int("capacity", capacity)
@@ -204,6 +241,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self.importance_normalization = arguments["importance_normalization"]
         self.weight_prior_scale = arguments["weight_prior_scale"]
         self.width_prior = arguments["width_prior"]
+        self.width_learning = arguments["width_learning"]
         if capacity is None:
             capacity = max(2 * initial_units, self.min_capacity)
             if max_units is not None:
@@ -249,11 +287,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         )
 
     def _learned_width_parameter(self):
-        """The width parameter as the step uses it: without gradient while the width is frozen."""
+        """The width parameter as the step uses it: without gradient while the width is frozen
+        or set by the width search."""
         # `.value` (the step's value inside a stateless JAX step): operators and ops on it skip
         # the variable conversion, a dispatch on eager backends.
         raw = self.width_parameter.value
-        return ops.stop_gradient(raw) if self.training_state.width_frozen else raw
+        if self.training_state.width_frozen or self.width_learning == "search":
+            return ops.stop_gradient(raw)
+        return raw
 
     def desired_units_tensor(self):
         """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
@@ -318,7 +359,37 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         importance = self.distribution.importance_from_parameter(
             parameter, mask, index, self.importance_normalization
         )
+        probe_cut = self.training_state.probe_cut
+        if probe_cut is not None:
+            # The width search evaluates the model with only the first `probe_cut` units.
+            kept = ops.cast(index < float(probe_cut), "float32")
+            importance, mask = importance * kept, mask * kept
         return importance, mask
+
+    def _stochastic_prefixes(self, outputs, unit_mask, training):
+        """`outputs` (units on the last axis) with a quarter of the batch's examples cut to a
+        prefix of the active units (`width_learning="search"`, while training).
+
+        Each example in a cut position sees units `0..c-1` only, with `c` between half the width
+        and the width: the network learns to put what it needs first, so that the width search
+        can read, from prefixes of the units, how many a task needs. No random state: the batch
+        positions follow a low-discrepancy sequence, and batches are shuffled.
+        """
+        if not (training and self.width_learning == "search"):
+            return outputs
+        if not self.training_state.prefix_training:
+            return outputs
+        batch = ops.shape(outputs)[0]
+        position = ops.arange(batch, dtype="float32") + 1.0
+        draw = position * _GOLDEN - ops.floor(position * _GOLDEN)  # in [0, 1)
+        width = ops.sum(unit_mask)
+        # Log-uniform between PREFIX_LOW and 1 of the width: every scale gets trained.
+        share = ops.exp(math.log(PREFIX_LOW) * draw / PREFIX_SHARE) * width
+        cut = ops.where(draw < PREFIX_SHARE, ops.floor(share) + 1.0, float(self.capacity))
+        index = ops.arange(self.capacity, dtype="float32")
+        kept = ops.cast(index[None, :] < cut[:, None], outputs.dtype)
+        shape = [-1] + [1] * (len(outputs.shape) - 2) + [self.capacity]
+        return outputs * ops.reshape(kept, shape)
 
     # -- Width, eager (between steps) -----------------------------------------------------------
 
@@ -509,6 +580,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 "importance_normalization": self.importance_normalization,
                 "weight_prior_scale": self.weight_prior_scale,
                 "width_prior": self.width_prior,
+                "width_learning": self.width_learning,
             }
         )
         return config

@@ -11,7 +11,7 @@ from tests import helpers
 
 def test_current_values_match_the_synced_model_mid_epoch():
     x, y = helpers.spiral_data(256)
-    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8), width_learning="gradient"))
     seen = []
 
     class Compare(keras.callbacks.Callback):

@@ -28,7 +28,9 @@ class ScaleRecorder(keras.callbacks.Callback):
 def compressible_model(**width_prior):
     prior = {"mean_units": 2, "scale": 1.0, **width_prior}
     return helpers.compile_classifier(
-        helpers.sequential_model(initial_units=(16, 16), width_prior=prior)
+        helpers.sequential_model(
+            initial_units=(16, 16), width_prior=prior, width_learning="gradient"
+        )
     )
 
 

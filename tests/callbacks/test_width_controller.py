@@ -95,7 +95,9 @@ class WidthParameterLog(keras.callbacks.Callback):
 
 def test_width_warmup_freezes_the_width_then_releases_it():
     x, y = helpers.spiral_data(256)
-    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    model = helpers.compile_classifier(
+        helpers.sequential_model(initial_units=(8, 8), width_learning="gradient")
+    )
     model.build((None, 2))
     start = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
     log = WidthParameterLog()
@@ -186,7 +188,7 @@ def test_a_frozen_adaptive_layer_keeps_its_width_while_the_others_train():
     # A frozen layer's width parameter is not trainable: the checks inside an epoch read it from
     # the non-trainable part of the running state (on JAX the variables themselves are purged).
     x, y = helpers.spiral_data(256)
-    model = helpers.sequential_model(initial_units=(8, 8))
+    model = helpers.sequential_model(initial_units=(8, 8), width_learning="gradient")
     model.build((None, 2))
     frozen, training = topology.adaptive_layers(model)
     frozen.trainable = False

@@ -102,6 +102,7 @@ def test_prior_loss_matches_numpy():
         initial_units=6,
         weight_prior_scale=0.5,
         width_prior={"mean_units": 30, "scale": 2.0},
+        width_learning="gradient",
     )
     layer.training_state.num_examples = 100
     x = np.ones((2, 4), "float32")
@@ -149,6 +150,7 @@ def test_config_round_trip():
         importance_normalization="sum",
         weight_prior_scale=10.0,
         width_prior={"mean_units": 20, "scale": 1.0},
+        width_learning="gradient",
         use_bias=False,
         name="hidden",
     )
@@ -186,6 +188,10 @@ BAD_ARGUMENTS = [
     ({"initial_units": 8, "weight_prior_scale": -1}, "weight_prior_scale=-1"),
     ({"initial_units": 8, "width_prior": {"mean_units": 4}}, "width_prior="),
     ({"initial_units": 8, "width_prior": {"mean_units": 4, "scale": 0}}, "scale'\\]=0"),
+    ({"initial_units": 8, "width_prior": {"mean_units": 4, "scale": 1.0}}, "width_learning="),
+    ({"initial_units": 8, "width_learning": "sgd"}, "width_learning='sgd'"),
+    ({"initial_units": 8, "width_prior": {"mean_units": 4, "scale": 1.0}}, "width_learning="),
+    ({"initial_units": 8, "width_learning": "sgd"}, "width_learning='sgd'"),
     ({"initial_units": 8, "importance_normalization": "max"}, "importance_normalization='max'"),
 ]
 
