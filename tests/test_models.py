@@ -382,3 +382,24 @@ def test_width_follows_the_data():
     assert totals["hard_spiral"] > totals["moons"], totals
     # Both tasks are learned (chance is 0.5): the widths are not those of a failed run.
     assert min(accuracy.values()) > 0.9, accuracy
+
+
+def test_the_width_search_probe_comes_from_the_training_data():
+    from keras_awn.models import probe_sample
+
+    x = np.arange(10000, dtype="float32").reshape(5000, 2)
+    y = np.arange(5000) % 2
+    sample_x, sample_y = probe_sample(x, y)
+    assert sample_x.shape == (2048, 2) and sample_y.shape == (2048,)
+    np.testing.assert_array_equal(sample_y, (sample_x[:, 0] / 2).astype(int) % 2)  # pairs kept
+    assert len(np.unique(sample_x[:, 0])) == 2048
+    # Keras takes the validation split from the end: the probe never sees it.
+    split_x, _ = probe_sample(x, y, validation_split=0.5)
+    assert split_x[:, 0].max() < 5000
+    assert probe_sample(x[:100], y[:100])[0].shape == (100, 2)
+    assert probe_sample(x, None) is None
+    assert probe_sample(iter([x]), None) is None
+    batches = TinyBatches(x, y)
+    sample = probe_sample(batches, None)  # a PyDataset: its first batch
+    np.testing.assert_array_equal(sample[0], x[:32])
+    np.testing.assert_array_equal(sample[1], y[:32])

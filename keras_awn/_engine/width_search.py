@@ -155,6 +155,11 @@ def set_width(layer, units: int, links) -> None:
     layer.width_parameter.assign(new_raw)
 
 
+def _one_hot(values) -> bool:
+    """Whether `values` are one-hot rows (class labels), not real-valued targets."""
+    return bool(np.all((values == 0) | (values == 1)) and np.all(values.sum(axis=-1) == 1))
+
+
 class Probe:
     """Scores a model on a fixed sample of training examples, with layers cut to prefixes.
 
@@ -188,7 +193,7 @@ class Probe:
         if targets.ndim == values.ndim and targets.shape[-1] == 1 and values.shape[-1] > 1:
             targets = targets[..., 0]
         if values.ndim >= 2 and values.shape[-1] > 1:
-            if targets.shape == values.shape:
+            if targets.shape == values.shape and _one_hot(targets):
                 targets = np.argmax(targets, axis=-1)
             if targets.shape == values.shape[:-1] and np.issubdtype(targets.dtype, np.integer):
                 return float(np.mean(np.argmax(values, axis=-1) != targets))

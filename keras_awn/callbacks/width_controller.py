@@ -16,13 +16,25 @@ from keras_awn._engine import training_state
 from keras_awn._engine import validation
 from keras_awn._engine import width_search
 
+# Steps between width searches on long fits (`search_every="auto"`).
+SEARCH_EVERY = 128
+
 
 class WidthController(keras.callbacks.Callback):
-    """Reallocates adaptive layers' capacity between training steps and scales their prior.
+    """Searches adaptive layers' widths, reallocates their capacity and scales their prior.
 
-    Inside each step an adaptive layer's width moves freely up to its `capacity` (the units it
-    physically owns). Every `check_every` steps and at the end of each epoch, this callback
-    compares each layer's width with its capacity:
+    **The width search** (layers with `width_learning="search"`, the default): every
+    `search_every` steps the controller scores the model on a probe of training examples with
+    each layer cut to prefixes of its units, and sets each layer's width from the smallest
+    prefix within `search_tolerance` of the whole layer: a layer needing 3/4 of its units or
+    more doubles, otherwise it keeps 1.5 times what it needs (widths below 8 move to 8). For the
+    last `final_share` of the epochs the search stops: each layer keeps 1.25 times what it needs
+    and trains on all its units. Width changes keep what the kept units compute. See
+    docs/semantics.md, "A deliberate deviation: the width search".
+
+    **The capacity policy.** Inside each step an adaptive layer's width moves freely up to its
+    `capacity` (the units it physically owns). Every `check_every` steps and at the end of each
+    epoch, this callback compares each layer's width with its capacity:
 
     - the width exceeds `grow_threshold * capacity`: the capacity becomes
       `growth_factor * width`;
@@ -99,13 +111,28 @@ class WidthController(keras.callbacks.Callback):
             may hold (the optimizer adds its slots per weight, e.g. two more for Adam). A growth
             that would exceed it is not made: the layers keep their capacity and their widths run
             at it, with a warning. Defaults to None (no budget).
-        verbose: 0 (silent, default) or 1 (print each reallocation).
+        search_every: int >= 1, `"auto"` or None: the steps between width searches. `"auto"`
+            (default) searches every 128 steps, or about 16 times when the fit is shorter (at
+            most every 8 steps). None turns the search off: the widths then move only by the
+            gradient of layers with `width_learning="gradient"`.
+        search_tolerance: float in (0, 1), the share of what a layer adds (the probe's score
+            lost when it is cut to nothing) a prefix of it may lose and still count as enough.
+            Defaults to 0.01: a smaller tolerance keeps wider layers.
+        final_share: float in [0, 1), the share of the epochs at the end of each `fit` without
+            searching. Defaults to 0.2.
+        probe_data: None or a tuple `(x, y)` of training examples the search scores the model
+            on. None (default) takes what `keras_awn.Model.fit` samples from its data (up to 2048
+            examples from arrays, the first batch of a `keras.utils.PyDataset`); pass it for a
+            plain `keras.Model` or for other datasets.
+        verbose: 0 (silent, default) or 1 (print each reallocation and width change).
 
     Attributes:
         reallocations: list of dicts, one per layer reallocation, with keys `epoch`, `step`,
             `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`, `"regrow"`,
             `"shrink"` or `"settle"`).
         rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
+        searches: list of dicts, one per width change of the search, with keys `epoch`,
+            `step`, `layer`, `width`, `new_width` and `final` (the change that ends the search).
         reallocation_seconds: wall time spent reallocating (the next step's recompilation is
             not included: it happens inside that step).
 
@@ -137,7 +164,7 @@ class WidthController(keras.callbacks.Callback):
         max_capacity: int | None = 8192,
         min_capacity: int | None = None,
         max_parameters: int | None = None,
-        search_every: int | None = 128,
+        search_every="auto",
         search_tolerance: float = 0.01,
         final_share: float = 0.2,
         probe_data=None,
@@ -164,7 +191,8 @@ class WidthController(keras.callbacks.Callback):
         validation.check_int("max_capacity", max_capacity, allow_none=True)
         validation.check_int("min_capacity", min_capacity, allow_none=True)
         validation.check_int("max_parameters", max_parameters, allow_none=True)
-        validation.check_int("search_every", search_every, allow_none=True)
+        if search_every != "auto":
+            validation.check_int("search_every", search_every, allow_none=True)
         validation.check_in_open_interval("search_tolerance", search_tolerance, 0.0, 1.0)
         validation.check_fraction("final_share", final_share)
         if probe_data is not None and (not isinstance(probe_data, tuple) or len(probe_data) != 2):
@@ -263,6 +291,7 @@ class WidthController(keras.callbacks.Callback):
         )
         self._steps = 0
         self._final = False
+        self._search_interval = self._interval()
         self._probe = self._make_probe()
         self._set_prefix_training(True)
         self._check(model)
@@ -280,6 +309,17 @@ class WidthController(keras.callbacks.Callback):
             for layer in self._layers
             if layer.built and layer.trainable and layer.width_learning == "search"
         ]
+
+    def _interval(self):
+        """Steps between width searches: `search_every`, or with "auto" 128, fewer when the
+        fit is short, so that it searches about 16 times (at least every 8 steps)."""
+        if self.search_every != "auto":
+            return self.search_every
+        params = self.params or {}
+        total = (params.get("steps") or 0) * (params.get("epochs") or 0)
+        if not total:
+            return SEARCH_EVERY
+        return min(SEARCH_EVERY, max(8, total // 16))
 
     def _make_probe(self):
         """The probe of the width search, or None (with a warning) when there is no data."""
@@ -328,8 +368,9 @@ class WidthController(keras.callbacks.Callback):
         if (
             self._probe is not None
             and not self._final
+            and self._epoch >= self.width_warmup_epochs
             and self._steps
-            and self._steps % self.search_every == 0
+            and self._steps % self._search_interval == 0
         ):
             self._search()
         self._steps += 1

@@ -152,7 +152,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     projection, and its output size is fixed).
 
     Args:
-        initial_units: int >= 1, the width the layer starts with.
+        initial_units: int >= 1 or None, the width the layer starts with. None (default): 16,
+            from which the width search reaches what a task needs in a few searches.
         quantile: float in (0, 1), the share of the importance mass the width covers.
             Defaults to 0.9 (the paper).
         distribution: `"exponential"` (default), `"power_law"`, or a
@@ -171,7 +172,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         weight_prior_scale: positive float or None, the standard deviation of the Gaussian prior
             on the active weights (the paper's sigma_theta). None disables it. Defaults to 1.0.
         width_prior: None (default) or `{"mean_units": int, "scale": float}`, a Gaussian prior
-            on the width parameter centred where the width equals `mean_units`.
+            on the width parameter centred where the width equals `mean_units` (requires
+            `width_learning="gradient"`).
+        width_learning: `"search"` (default) or `"gradient"`. `"search"`: the
+            `WidthController`'s width search sets the width from what prefixes of the units
+            score on training examples, and stochastic prefixes train the layer so that they
+            can; the width parameter gets no gradient. `"gradient"`: the paper, the width
+            parameter learns through the importance (its width stays near its start; see
+            docs/semantics.md, "A deliberate deviation: the width search").
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Example:

@@ -201,3 +201,66 @@ def test_a_frozen_adaptive_layer_keeps_its_width_while_the_others_train():
     assert after[1] != before[1]
     assert history.history[f"{frozen.name}_width"] == [frozen.active_units] * 2
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.slow
+def test_the_width_search_grows_a_narrow_start_and_shrinks_a_wide_one():
+    from keras_awn import datasets
+
+    x, y = datasets.spirals(2000, turns=2.0, noise=0.02, seed=0)
+    widths = {}
+    for start in (2, 256):
+        model = helpers.compile_classifier(
+            keras_awn.Sequential(
+                [
+                    keras.Input((2,)),
+                    keras_awn.layers.AdaptiveDense(start, activation="relu"),
+                    keras_awn.layers.AdaptiveDense(start, activation="relu"),
+                    keras.layers.Dense(2),
+                ]
+            )
+        )
+        controller = WidthController(search_every=16)
+        model.fit(x, y, batch_size=64, epochs=20, verbose=0, callbacks=[controller])
+        widths[start] = sum(keras_awn.widths(model).values())
+        assert controller.searches, "the search ran"
+        assert {"layer", "width", "new_width", "final"} <= set(controller.searches[0])
+        # The last fifth of the fit (epochs 16-19) only keeps what each layer needs.
+        assert all(event["final"] for event in controller.searches if event["epoch"] >= 16)
+    assert widths[2] > 2 * 2 and widths[256] < 2 * 256 / 2
+    assert max(widths.values()) / min(widths.values()) < 4
+
+
+def test_the_search_can_be_switched_off_and_needs_examples():
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
+    controller = WidthController(search_every=None)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert controller.searches == [] and sorted(keras_awn.widths(model).values()) == [4, 4]
+
+    def batches():
+        while True:
+            yield x[:32], y[:32]
+
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
+    controller = WidthController(num_examples=len(x), search_every=2)
+    with pytest.warns(UserWarning, match="probe_data"):
+        model.fit(batches(), steps_per_epoch=4, epochs=1, verbose=0, callbacks=[controller])
+    assert controller.searches == []
+    controller = WidthController(num_examples=len(x), search_every=2, probe_data=(x, y))
+    model.fit(batches(), steps_per_epoch=4, epochs=1, verbose=0, callbacks=[controller])
+    assert controller.searches  # 4 units: below the narrowest width the search judges
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"search_every": 0}, "search_every=0"),
+        ({"search_tolerance": 1.0}, "search_tolerance=1.0"),
+        ({"final_share": 1.0}, "final_share=1.0"),
+        ({"probe_data": [1, 2]}, "probe_data=list"),
+    ],
+)
+def test_search_arguments_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WidthController(**kwargs)
