@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 PAGE = os.path.join(ROOT, "docs", "performance.md")
 BACKENDS = ("tensorflow", "jax", "torch")
-PARTS = ("steps", "spiral", "settling", "memory", "accuracy")
+PARTS = ("steps", "search", "spiral", "settling", "memory", "accuracy")
 STEP_WIDTHS = (64, 256, 1024)
 STEP_BATCHES = (128, 1024)
 # Timed rounds: each round times one epoch of every case, back to back (in a rotating order, so
@@ -87,6 +87,7 @@ def _mlp(
     l2=None,
     weight_prior_scale=1.0,
     width_gradient=True,
+    width_learning="gradient",
 ):
     """Plain Keras MLP (capacity None) or the adaptive one at active width `width`.
 
@@ -94,7 +95,9 @@ def _mlp(
     of term as the adaptive layers' Gaussian weight prior (what the method's objective costs).
     `weight_prior_scale`, `width_gradient`: the adaptive layers' weight prior (None: none) and
     whether their width parameters train (False: non-trainable, so no step computes their
-    gradient), to take the method's per-step computation apart.
+    gradient), to take the method's per-step computation apart. `width_learning`: the
+    paper's gradient-learned width (the per-step computation the `steps` part takes apart) or
+    the width search (the `search` part).
     """
     if capacity is None:
         penalty = keras.regularizers.L2(l2) if l2 else None
@@ -107,7 +110,11 @@ def _mlp(
         return keras.Sequential([keras.Input((inputs,)), *hidden, keras.layers.Dense(classes)])
     hidden = [
         keras_awn.layers.AdaptiveDense(
-            width, capacity=capacity, activation="relu", weight_prior_scale=weight_prior_scale
+            width,
+            capacity=capacity,
+            activation="relu",
+            weight_prior_scale=weight_prior_scale,
+            width_learning=width_learning,
         )
         for _ in range(2)
     ]
@@ -119,13 +126,11 @@ def _mlp(
 
 
 def _frozen_controller(keras_awn, **kwargs):
-    """A WidthController that checks as usual but never changes a capacity (for timing)."""
-
-    class CheckingOnly(keras_awn.callbacks.WidthController):
-        def _decide(self, layer, width):
-            return layer.capacity, None
-
-    return CheckingOnly(**kwargs)
+    """A WidthController that checks as usual but never changes a capacity, and does not
+    search (for timing)."""
+    controller = keras_awn.callbacks.WidthController(**{"search_every": None, **kwargs})
+    controller.policy.decide = lambda layer, record, width: (layer.capacity, None)
+    return controller
 
 
 def settled_capacity(width):
@@ -220,6 +225,80 @@ def run_steps(quick):
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+SEARCH_WIDTHS = (64, 256, 1024)
+SEARCH_BATCH = 128
+
+
+def run_search(quick):
+    """What the width search adds: the stochastic prefixes in every step, and one search (the
+    probe scored with each layer cut to prefixes) every 128 steps, amortized."""
+    import numpy as np
+
+    from keras_awn._engine import width_search
+
+    keras, keras_awn = _setup()
+    rng = np.random.default_rng(0)
+    rows = []
+    for width in (16,) if quick else SEARCH_WIDTHS:
+        batch = 32 if quick else SEARCH_BATCH
+        steps = 8 if quick else max(16, min(64, int(4e9 / (batch * width * width * 6))))
+        x = rng.normal(size=(max(batch * steps, 2048), FEATURES)).astype("float32")
+        y = rng.integers(0, CLASSES, len(x)).astype("int32")
+        x_epoch, y_epoch = x[: batch * steps], y[: batch * steps]
+        cases = {
+            "plain": (_mlp(keras, keras_awn, width), []),
+            "paper": (_mlp(keras, keras_awn, width, width), [_frozen_controller(keras_awn)]),
+            "prefixes": (
+                _mlp(keras, keras_awn, width, width, width_learning="search"),
+                [_frozen_controller(keras_awn)],
+            ),
+        }
+        samples = {name: [] for name in cases}
+        for model, callbacks in cases.values():
+            _compile(keras, model, 1e-4)
+            model.fit(x_epoch, y_epoch, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+        names = list(cases)
+        for round_index in range(2 if quick else STEP_REPEATS):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                model, callbacks = cases[name]
+                started = time.perf_counter()
+                model.fit(
+                    x_epoch, y_epoch, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks
+                )
+                samples[name].append(1000 * (time.perf_counter() - started) / steps)
+        # One search on the prefixes model: a 2048-example probe, each layer scored at its
+        # prefixes; the decision is discarded so that every repeat does the same work.
+        model, (controller,) = cases["prefixes"]
+        controller._probe = width_search.Probe(x[:2048], y[:2048])
+        controller.search.target_width = lambda width, score: (score(width), score(0), width)[-1]
+        searches = []
+        for _ in range(2 if quick else 5):
+            started = time.perf_counter()
+            controller._search()
+            searches.append(1000 * (time.perf_counter() - started))
+        # The decision above scores 2 points; a real search also scores up to 5 prefixes.
+        full_search = []
+        layer = keras_awn.adaptive_layers(model)[0]
+        for _ in range(2 if quick else 5):
+            started = time.perf_counter()
+            controller._probe.score(model, layer, width // 2)
+            full_search.append(1000 * (time.perf_counter() - started))
+        search_ms = min(searches) + 5 * len(keras_awn.adaptive_layers(model)) * min(full_search)
+        rows.append(
+            {
+                "width": width,
+                "batch": batch,
+                **{f"{name}_ms": min(times) for name, times in samples.items()},
+                "samples_ms": samples,
+                "search_ms": search_ms,
+                "search_every": 128,
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
@@ -717,7 +796,9 @@ def render(all_results):
     out += [
         "## Step time at equal active width",
         "",
-        "Two hidden layers of the given active width (32 inputs, 10 classes, Adam). *settled*: the",
+        "Two hidden layers of the given active width (32 inputs, 10 classes, Adam), with the",
+        "paper's gradient-learned width (`width_learning=\"gradient\"`; what the default width",
+        "search adds: the next section). *settled*: the",
         "capacity the controller keeps once a width stops moving (width + "
         f"{_headroom_percent(all_results)}, at least 2 units,",
         "rounded up to a multiple of 8, at least 64); *moving*: the capacity right after a reallocation",
@@ -771,6 +852,34 @@ def render(all_results):
         if "exact_no_prior_ms" in row
         else None,
     )
+    out += [""]
+
+    out += [
+        "## What the width search adds",
+        "",
+        "The width search (`width_learning=\"search\"`, the default) adds two costs to the",
+        "paper's per-step computation: the stochastic prefixes, a mask over the units of half the",
+        "batch's examples in every training step, and a search every 128 steps: the probe (2048",
+        "training examples) scored with each layer cut to prefixes (here: the whole model, the",
+        "layer cut to nothing and 5 prefixes per layer, the most a search scores). Two",
+        "AdaptiveDense layers at capacity = width (32 inputs, 10 classes, Adam, batch 128),",
+        "best epoch of each case over interleaved rounds. *paper*: `width_learning=\"gradient\"`;",
+        "*prefixes*: the search's training step; *search, per step*: one search's time / 128.",
+        "Ratio = adaptive / plain Keras.",
+        "",
+        "| backend | width | plain ms/step | paper ratio | prefixes ratio | one search ms | "
+        "prefixes + search per step, ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend in backends:
+        for row in all_results[backend].get("search", []):
+            amortized = row["prefixes_ms"] + row["search_ms"] / row["search_every"]
+            out.append(
+                f"| {backend} | {row['width']} | {row['plain_ms']:.2f} | "
+                f"{_ratio(row['paper_ms'], row['plain_ms'])} | "
+                f"{_ratio(row['prefixes_ms'], row['plain_ms'])} | {row['search_ms']:.0f} | "
+                f"{_ratio(amortized, row['plain_ms'])} |"
+            )
     out += [""]
 
     out += [
@@ -912,6 +1021,7 @@ def main():
         else:
             runs = {
                 "steps": run_steps,
+                "search": run_search,
                 "spiral": run_spiral,
                 "settling": run_settling,
                 "accuracy": run_accuracy,

@@ -274,7 +274,8 @@ def compensate(producer, reader) -> None:
     """
     if is_normalization(reader):
         return
-    if getattr(reader, "_keras_awn_compensated_for", None) == producer.name:
+    compensated = producer.training_state.compensated_readers
+    if id(reader) in compensated:
         return  # never redraw a kernel that may have been trained since
     stddev = producer.initial_reader_stddev / receptive_field(reader) ** 0.5
     if reader.built:
@@ -282,8 +283,7 @@ def compensate(producer, reader) -> None:
         kernel.assign(keras.random.normal(kernel.shape, stddev=stddev, dtype=kernel.dtype))
     else:
         reader.kernel_initializer = keras.initializers.RandomNormal(stddev=stddev)
-    # A plain string attribute: not tracked by Keras.
-    reader._keras_awn_compensated_for = producer.name
+    compensated.add(id(reader))
 
 
 def sequence_pairs(layers) -> list:

@@ -28,6 +28,8 @@ class TrainingState:
             off for the last part of a fit. Read by the compiled step.
         probe_cut: while the width search evaluates the model, the number of the layer's first
             units kept (the others count as masked); None otherwise. Read by eager calls only.
+        compensated_readers: the ids of the layers given the paper's initialisation for reading
+            this layer (`topology.compensate`), whose kernels are never redrawn again.
         resize_on_load: while a keras_awn model loads weights, a function
             `(layer, capacity)` that reallocates the layer to the capacity the file holds;
             None otherwise (a mismatch is then an error).
@@ -42,6 +44,7 @@ class TrainingState:
         self.capacity = CapacityRecord()
         self.prefix_training = True
         self.probe_cut = None
+        self.compensated_readers = set()
         self.resize_on_load = None
 
     def __repr__(self):
