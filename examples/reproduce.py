@@ -5,7 +5,7 @@
     python -m examples.reproduce --render-only     # redraw docs/results.md from the saved results
 
 For each task of `examples/tasks.py`: the fixed-width grid {8, 16, 24, 128, 256} and the adaptive
-model (keras_awn's recommended settings; the paper's normalization beside them on the MLP tasks),
+model (keras_awn's recommended settings; the paper's method beside them on the MLP tasks),
 3 seeds each. Then: truncation curves (adaptive vs a fixed-width MLP of the same widths), the
 learned width by task difficulty, dynamic compression (`WidthAnnealing`), and the learned widths
 from several initial widths and batch sizes.
@@ -337,11 +337,13 @@ def render(results_folder, docs_folder):
         "Everything on this page (numbers and figures) is written by `python -m examples.reproduce` "
         "from the results it saves in `benchmarks/results/`; nothing is edited by hand. Each "
         "backend's section comes from a run on that backend. The tasks, models and settings are "
-        "in `examples/tasks.py`; each task also runs on its own (`examples/<task>.py`).\n\n"
-        "The adaptive models use keras_awn's recommended settings (its defaults, "
-        "[choosing-settings.md](choosing-settings.md)); on the MLP tasks the paper's "
-        "normalization (`importance_normalization=\"sum\"`) is shown beside them. Adaptive "
-        "parameter counts are those of the stripped model (`keras_awn.strip`).\n\n"
+        "in `examples/tasks.py`; each task also runs on its own "
+        "(`python examples/compare.py <task>`).\n\n"
+        "The adaptive models use keras_awn's recommended settings (its defaults: the width "
+        "search, [semantics.md](semantics.md); [choosing-settings.md](choosing-settings.md)); on "
+        "the MLP tasks the paper's method (`importance_normalization=\"sum\"`, "
+        "`width_learning=\"gradient\"`) is shown beside them. Adaptive parameter counts are "
+        "those of the stripped model (`keras_awn.strip`).\n\n"
     )
     path = os.path.join(docs_folder, "results.md")
     with open(path, "w") as f:

@@ -23,10 +23,11 @@ from keras_awn import datasets
 from keras_awn import graph_data
 from keras_awn import layers
 
-# The settings keras_awn recommends (its defaults) and the paper's normalization beside them.
+# The settings keras_awn recommends (its defaults: the width search) and the paper's method
+# beside them (importances summing to 1, the width learned by gradient).
 VARIANTS = {
     "recommended": {},
-    "paper": {"importance_normalization": "sum"},
+    "paper": {"importance_normalization": "sum", "width_learning": "gradient"},
 }
 
 

@@ -174,7 +174,9 @@ class Probe:
 
     def __init__(self, x, y):
         self.x = x
-        self.y = y
+        # One array of targets as numpy (its labels are compared on the host); structures of
+        # targets (several outputs) go to the model's loss as they are.
+        self.y = y if isinstance(y, (list, tuple, dict)) else np.asarray(ops.convert_to_numpy(y))
 
     def score(self, model, layer=None, units=None) -> float:
         """The probe's score with `layer` cut to its first `units` units (lower is better)."""
@@ -188,14 +190,19 @@ class Probe:
         return self._score(model, predictions)
 
     def _score(self, model, predictions):
-        values = ops.convert_to_numpy(predictions)
-        targets = np.asarray(self.y)
-        if targets.ndim == values.ndim and targets.shape[-1] == 1 and values.shape[-1] > 1:
-            targets = targets[..., 0]
-        if values.ndim >= 2 and values.shape[-1] > 1:
-            if targets.shape == values.shape and _one_hot(targets):
-                targets = np.argmax(targets, axis=-1)
-            if targets.shape == values.shape[:-1] and np.issubdtype(targets.dtype, np.integer):
-                return float(np.mean(np.argmax(values, axis=-1) != targets))
+        if not isinstance(predictions, (list, tuple, dict)):
+            values = ops.convert_to_numpy(predictions)
+            targets = self.y if isinstance(self.y, np.ndarray) else None
+            if targets is not None:
+                if targets.ndim == values.ndim and targets.shape[-1] == 1 and values.shape[-1] > 1:
+                    targets = targets[..., 0]
+                if values.ndim >= 2 and values.shape[-1] > 1:
+                    if targets.shape == values.shape and _one_hot(targets):
+                        targets = np.argmax(targets, axis=-1)
+                    if targets.shape == values.shape[:-1] and np.issubdtype(
+                        targets.dtype, np.integer
+                    ):
+                        return float(np.mean(np.argmax(values, axis=-1) != targets))
+        # Several outputs, real-valued targets: the model's own loss.
         loss = model.compute_loss(self.x, self.y, predictions, training=False)
         return float(ops.convert_to_numpy(loss))

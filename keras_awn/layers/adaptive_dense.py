@@ -73,24 +73,6 @@ class AdaptiveDense(AdaptiveKernelLayer):
           Networks", ICLR 2026.
     """
 
-    def __init__(
-        self,
-        initial_units: int | None = None,
-        activation=None,
-        use_bias: bool = True,
-        kernel_initializer="he_normal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(
-            initial_units,
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            **kwargs,
-        )
-
     def build(self, input_shape):
         input_dim = input_shape[-1]
         if input_dim is None:
