@@ -45,9 +45,9 @@ def trained(name, epochs=1, **fit_overrides):
 
 
 def frozen_controller():
-    # Never reallocates on its own: the tests decide when capacities change.
+    # Never reallocates or searches on its own: the tests decide when capacities change.
     return keras_awn.callbacks.WidthController(
-        check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01
+        check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01, search_every=None
     )
 
 

@@ -1,4 +1,5 @@
-"""Setups in which a reallocation would lose or desynchronise state, refused before training."""
+"""Data-parallel training: setups in which a reallocation would lose or desynchronise state
+(refused before training), and where a replica's examples sit in the global batch."""
 
 import contextlib
 
@@ -51,3 +52,21 @@ def variable_creation_scope(model):
         if strategy is not None:
             return strategy.scope()
     return contextlib.nullcontext()
+
+
+def replica_batch_offset(local_batch):
+    """Position of this replica's first example in the global batch: 0 but under a
+    `tf.distribute` strategy, whose replicas each see an equal share of the batch.
+
+    Per-example patterns that follow the batch position (the width search's stochastic prefixes)
+    then match one-device training. JAX's `DataParallel` steps see the global batch already.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 0.0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0.0
+    replica = tf.cast(context.replica_id_in_sync_group, "float32")
+    return replica * tf.cast(local_batch, "float32")

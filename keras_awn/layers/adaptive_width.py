@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_awn import distributions as distributions_module
+from keras_awn._engine import backend_guards
 from keras_awn._engine import keras_internals
 from keras_awn._engine import saving
 from keras_awn._engine import validation
@@ -288,6 +289,9 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             name="width_parameter",
             shape=(),
             initializer=keras.initializers.Constant(raw),
+            # Trainable in both modes (the width search assigns it between steps and gives it a
+            # zero gradient): on JAX the optimizer's step sees trainable variables only, and the
+            # unit mask that `topology.UnitMaskConstraint` applies there reads it.
             trainable=True,
             # The width parameter feeds exp/log/ceil: keep it in float32 under mixed precision.
             dtype="float32",
@@ -300,8 +304,10 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         # `.value` (the step's value inside a stateless JAX step): operators and ops on it skip
         # the variable conversion, a dispatch on eager backends.
         raw = self.width_parameter.value
-        if self.training_state.width_frozen or self.width_learning == "search":
-            return ops.stop_gradient(raw)
+        if self.width_learning == "search" or self.training_state.width_frozen:
+            # A zero gradient rather than none: TensorFlow's optimizer warns at every step about
+            # a trainable variable without gradient.
+            return ops.stop_gradient(raw) + 0.0 * raw
         return raw
 
     def desired_units_tensor(self):
@@ -388,7 +394,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         if not self.training_state.prefix_training:
             return outputs
         batch = ops.shape(outputs)[0]
-        position = ops.arange(batch, dtype="float32") + 1.0
+        offset = backend_guards.replica_batch_offset(batch)
+        position = ops.arange(batch, dtype="float32") + 1.0 + offset
         draw = position * _GOLDEN - ops.floor(position * _GOLDEN)  # in [0, 1)
         width = ops.sum(unit_mask)
         # Log-uniform between PREFIX_LOW and 1 of the width: every scale gets trained.

@@ -46,8 +46,11 @@ class ResizeAt(keras.callbacks.Callback):
 
 
 def frozen_controller(**kwargs):
-    # Checks so rarely that the controller never reallocates on its own in these tests.
-    return WidthController(check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01, **kwargs)
+    # Checks so rarely, and never searches, that the controller never changes a width or a
+    # capacity on its own in these tests.
+    return WidthController(
+        check_every=10**9, grow_threshold=1.0, shrink_threshold=0.01, search_every=None, **kwargs
+    )
 
 
 class WidestWidth(keras.callbacks.Callback):

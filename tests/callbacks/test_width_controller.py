@@ -65,8 +65,8 @@ def test_controller_grows_capacity_during_fit():
     x, y = helpers.spiral_data(256)
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(4, 4)))
     # Start both layers too narrow for their width (default capacity 64, the floor) so that
-    # the controller must grow them.
-    controller = WidthController(check_every=2)
+    # the controller must grow them. No search: the capacity policy alone follows the width.
+    controller = WidthController(check_every=2, search_every=None)
     model.build((None, 2))
     for layer in topology.adaptive_layers(model):
         layer.width_parameter.assign(layer.distribution.raw_for_width(60, layer.quantile))
