@@ -67,7 +67,9 @@ class WidthAnnealing(keras.callbacks.Callback):
         return 1.0 - (1.0 - self.final_fraction) * progress
 
     def on_train_begin(self, logs=None):
-        layers = [l for l in topology.adaptive_layers(self.model) if l.width_prior is not None]
+        layers = [
+            layer for layer in topology.adaptive_layers(self.model) if layer.width_prior is not None
+        ]
         if not layers:
             raise ValueError(
                 "WidthAnnealing anneals the width prior, but no adaptive layer of the model has "

@@ -272,7 +272,11 @@ class WidthController(keras.callbacks.Callback):
                 "it as `callbacks=[keras_awn.callbacks.WidthController(num_examples=N)]`, or "
                 "disable the priors (`weight_prior_scale=None` and `width_prior=None`)."
             )
-        deferred = [l.name for l in self._layers if not l.adds_prior_in_call and l.has_prior()]
+        deferred = [
+            layer.name
+            for layer in self._layers
+            if not layer.adds_prior_in_call and layer.has_prior()
+        ]
         if deferred and not getattr(model, "adds_deferred_priors", False):
             warnings.warn(
                 f"The prior of adaptive layers {deferred} (inside a recurrent cell) is added by "
@@ -582,8 +586,9 @@ class WidthController(keras.callbacks.Callback):
         layers = [layer for layer in self._layers if layer.built]
         if not layers:
             return
-        values = running_state.current_values(self._model, [l.width_parameter for l in layers])
-        diverged = [l for l, v in zip(layers, values) if not math.isfinite(float(v))]
+        parameters = [layer.width_parameter for layer in layers]
+        values = running_state.current_values(self._model, parameters)
+        diverged = [layer for layer, v in zip(layers, values) if not math.isfinite(float(v))]
         if diverged:
             self._restore_width_parameters(diverged)
 
