@@ -18,6 +18,7 @@ tasks of the width study, and at a few epochs measures, on 16 batches of 128 tra
    far the width parameter actually moved over the epochs.
 
     KERAS_BACKEND=jax python benchmarks/width_diagnosis.py
+    python benchmarks/width_diagnosis.py --report   # the page again, from the saved results
 
 Runs on JAX (it differentiates the model's stateless call with `jax.grad`). Writes
 benchmarks/results/width_diagnosis_jax.json and docs/study/width_diagnosis.md.
@@ -195,19 +196,74 @@ def page(results):
             f"accuracy {result['accuracy']:.3f} ({result['steps']} steps, N = "
             f"{result['num_examples']})."
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + findings(results)) + "\n"
+
+
+def _exactly(value):
+    return "exactly 0" if value == 0 else f"at most {value:.1g}"
+
+
+def findings(results):
+    """The page's reading of its table, every number computed from the results."""
+    rows = [row for result in results for entry in result["epochs"] for row in entry["layers"].values()]
+    signal = np.median([abs(r["gradient_mean"]) / max(r["gradient_std"], 1e-12) for r in rows])
+    same_sign = np.median([r["same_sign"] for r in rows])
+    step = np.median([r["adam_step_over_lr"] for r in rows])
+    identity = np.median([np.median(r["identity"]) for r in rows])
+    masked = max(r["masked_gradient"] for r in rows)
+    prior_gradient = max(abs(r["prior_gradient"]) for r in rows)
+    prior_share = max(r["prior_over_loss"] for r in rows)
+    spreads = []
+    for task in dict.fromkeys(result["task"] for result in results):
+        totals = [sum(r["widths"]) for r in results if r["task"] == task]
+        spreads.append(f"{task}: total width {min(totals)} to {max(totals)} ({max(totals) / min(totals):.0f}x)")
+    return [
+        "## What the numbers say",
+        "",
+        f"1. **The width gradient is mostly noise.** Over all layers and epochs, the median ratio "
+        f"of the mean gradient to its spread over batches is {signal:.2f}, and the median share "
+        f"of batches whose gradient has the mean's sign is {same_sign:.2f} (0.5 is a coin). The "
+        "identity in the last column says why: the width parameter's gradient equals, to a "
+        f"median relative error of {identity:.0e}, a sum over the reader's weights of "
+        "W dL/dW, the rescaling redundancy of a ReLU unit, which the optimizer drives to zero "
+        "as the weights train. The width hears about the loss only through a direction the "
+        "weights can also take, and they take it faster.",
+        f"2. **A masked unit contributes nothing:** the largest gradient on any kernel column "
+        f"beyond the width is {_exactly(masked)}. The network cannot see what one more unit "
+        "would give, so nothing pushes a too-narrow layer up.",
+        f"3. **The prior has no pull on the width.** Divided by N it reaches {prior_share:.2f} of "
+        "the task loss (it is not negligible at these N), yet its gradient on the width "
+        f"parameter is {_exactly(prior_gradient)}: it sums over the active weights, which the "
+        "mask selects without gradient. Nothing pushes a too-wide layer down either.",
+        f"4. **Adam's step on the width parameter** is a median {step:.2f} of the learning rate: "
+        "Adam normalizes the step, but a gradient that changes sign from batch to batch "
+        "averages out in its first moment.",
+        "",
+        "So the final width is mostly where the start and early noise put it: "
+        + "; ".join(spreads)
+        + ". The width search (docs/semantics.md, \"A deliberate deviation: the width "
+        "search\") measures what prefixes of the units are worth instead of waiting for this "
+        "gradient.",
+    ]
 
 
 def main():
     import keras
 
+    path = os.path.join(ROOT, "benchmarks", "results", "width_diagnosis_jax.json")
+    if "--report" in sys.argv[1:]:
+        with open(path) as f:
+            results = json.load(f)
+        with open(os.path.join(ROOT, "docs", "study", "width_diagnosis.md"), "w") as f:
+            f.write(page(results))
+        return
     if keras.backend.backend() != "jax":
         raise SystemExit("Run with KERAS_BACKEND=jax (the diagnosis differentiates with jax.grad).")
     results = []
     for task, start in CASES:
         results.append(measure(task, start))
         print(task, start, results[-1]["widths"], results[-1]["accuracy"], flush=True)
-    with open(os.path.join(ROOT, "benchmarks", "results", "width_diagnosis_jax.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(ROOT, "docs", "study", "width_diagnosis.md"), "w") as f:
         f.write(page(results))
