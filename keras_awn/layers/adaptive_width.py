@@ -381,13 +381,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         return importance, mask
 
     def _stochastic_prefixes(self, outputs, unit_mask, training):
-        """`outputs` (units on the last axis) with a quarter of the batch's examples cut to a
-        prefix of the active units (`width_learning="search"`, while training).
+        """`outputs` (units on the last axis) with `PREFIX_SHARE` of the batch's examples cut to
+        a prefix of the active units (`width_learning="search"`, while training).
 
-        Each example in a cut position sees units `0..c-1` only, with `c` between half the width
-        and the width: the network learns to put what it needs first, so that the width search
-        can read, from prefixes of the units, how many a task needs. No random state: the batch
-        positions follow a low-discrepancy sequence, and batches are shuffled.
+        Each example in a cut position sees units `0..c-1` only, with `c` log-uniform between
+        `PREFIX_LOW` of the width and the width: the network learns to put what it needs first,
+        so that the width search can read, from prefixes of the units, how many a task needs. No
+        random state: the batch positions follow a low-discrepancy sequence (counted over the
+        global batch under `tf.distribute`), and batches are shuffled.
         """
         if not (training and self.width_learning == "search"):
             return outputs
