@@ -5,6 +5,7 @@ Each has no public equivalent in Keras 3; a Keras upgrade that moves one breaks 
 training state and functional graphs directly).
 """
 
+import keras
 from keras.src.models import model as keras_model_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
@@ -19,6 +20,7 @@ __all__ = [
     "functional_init_arguments",
     "multi_head_attention_projections",
     "own_variables",
+    "reset_running_state",
 ]
 
 
@@ -49,3 +51,27 @@ def multi_head_attention_projections(attention):
         attention._value_dense,
         attention._output_dense,
     )
+
+
+def reset_running_state(model) -> None:
+    """On JAX, makes the state a running `fit` falls back on the model's current variables.
+
+    Keras' JAX trainer takes the variables' values out of them (purges them) at a step, keeps
+    the state of the last finished step in `model._jax_state`, and writes that back into the
+    variables when `fit` ends, for any reason. When the step after a reallocation is
+    interrupted (a Ctrl-C during its recompilation), that state is the old variables' (a shape
+    mismatch), or none at all in the first step of a `fit` (Keras clears it after each `fit`):
+    the purged variables stay empty and the model is lost. From here on it holds the current
+    values. Called with the variables in sync only (their values are there).
+    """
+    if keras.backend.backend() != "jax" or not getattr(model, "_jax_state_synced", True):
+        return
+    optimizer = getattr(model, "optimizer", None)
+    model._jax_state = {
+        "trainable_variables": [v.value for v in model.trainable_variables],
+        "non_trainable_variables": [v.value for v in model.non_trainable_variables],
+        "optimizer_variables": (
+            [v.value for v in optimizer.variables] if optimizer is not None else []
+        ),
+        "metrics_variables": [v.value for v in model.metrics_variables],
+    }

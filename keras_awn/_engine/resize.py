@@ -9,13 +9,17 @@ on. The procedure
    variables (mid-epoch they are purged).
 2. Compute every new value (weights, optimizer slots) before touching the model, so that a
    failure leaves the model as it was.
-3. Swap each variable in place (matched by identity, not `==`), update the layers' input specs
-   and build shapes (so `.keras` reloads at the new shapes).
+3. Find where each layer holds each variable (matched by identity, not `==`; a frozen layer
+   keeps its variables in Keras' trainable list), then swap them in place and update the
+   layers' input specs and build shapes (so `.keras` reloads at the new shapes). Ctrl-C is
+   held back during the swap, and any error inside it puts the old variables back: no
+   half-resized model survives.
 4. torch: re-register every layer's parameters (`model.parameters()` would keep stale tensors).
 5. Give the model a new optimizer built on the new variables, with the old state copied over:
    surviving units keep their moments, new units start at zero, `iterations` is kept.
 6. Force-rebuild the train, test and predict functions (TF would keep training the old,
-   captured variables).
+   captured variables). On JAX, the state a running `fit` writes back when it ends becomes
+   the new variables' (`keras_internals.reset_running_state`).
 
 New units are masked (beyond the width) when created, so a reallocation does not change what the
 model computes.
@@ -29,6 +33,8 @@ from keras import ops
 
 from keras_awn._engine import backend_guards
 from keras_awn._engine import initializers
+from keras_awn._engine import interrupts
+from keras_awn._engine import keras_internals
 from keras_awn._engine import topology
 from keras_awn._engine.training_state import rebuild_step_functions
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
@@ -144,17 +150,41 @@ def _make_variable(old, value):
     return new
 
 
-def _swap_in_place(layer, old, new):
-    """Replaces `old` by `new` in `layer`'s tracker (same list position) and attribute."""
-    store = "trainable_variables" if old.trainable else "non_trainable_variables"
-    variables = layer._tracker.config[store][1]
-    position = next(i for i, v in enumerate(variables) if v is old)
-    variables[position] = new
-    ids = layer._tracker.stored_ids[store]
-    ids.discard(id(old))
-    ids.add(id(new))
-    attribute = next(name for name, value in vars(layer).items() if value is old)
-    object.__setattr__(layer, attribute, new)
+class _Swap:
+    """Where a layer holds one variable (its tracker list position and its attribute), found
+    before anything changes, so that swapping it in and out cannot fail halfway."""
+
+    def __init__(self, layer, old, new):
+        self.layer, self.old, self.new = layer, old, new
+        # A frozen layer (`trainable = False`) keeps its variables in Keras' trainable list, with
+        # their `trainable` flag off: look in both lists.
+        for store in ("trainable_variables", "non_trainable_variables"):
+            variables = layer._tracker.config[store][1]
+            position = next((i for i, v in enumerate(variables) if v is old), None)
+            if position is not None:
+                self.variables, self.position = variables, position
+                self.ids = layer._tracker.stored_ids[store]
+                break
+        else:
+            raise RuntimeError(
+                f"keras_awn could not find variable '{old.path}' among the variables of layer "
+                f"'{layer.name}', so it cannot resize it; the model was left unchanged."
+            )
+        self.attribute = next(
+            (name for name, value in vars(layer).items() if value is old), None
+        )
+        if self.attribute is None:
+            raise RuntimeError(
+                f"keras_awn could not find the attribute of layer '{layer.name}' holding variable "
+                f"'{old.path}', so it cannot resize it; the model was left unchanged."
+            )
+
+    def apply(self, inverse=False):
+        old, new = (self.new, self.old) if inverse else (self.old, self.new)
+        self.variables[self.position] = new
+        self.ids.discard(id(old))
+        self.ids.add(id(new))
+        object.__setattr__(self.layer, self.attribute, new)
 
 
 def _resized_shape(shape, capacity):
@@ -185,8 +215,12 @@ def _rebuild_optimizer(model, replacements):
     new.build(variables)
     if len(new.variables) != len(old.variables):
         raise RuntimeError(
-            f"Rebuilding optimizer {type(old).__name__} gave {len(new.variables)} variables "
-            f"instead of {len(old.variables)}; keras_awn cannot carry its state over."
+            f"The model's trainable variables changed since optimizer {type(old).__name__} was "
+            f"built (rebuilt on them it has {len(new.variables)} variables instead of "
+            f"{len(old.variables)}): a layer's `trainable` flag was probably changed after "
+            "`compile`. Call `model.compile(...)` again after changing `trainable`, as Keras "
+            "requires; keras_awn could not carry the optimizer's state over, and the model was "
+            "left unchanged."
         )
     # An exponential moving average of a new unit starts at the unit's value (as the
     # optimizer's own build does), not at zero.
@@ -245,16 +279,64 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
             swaps.append((item.layer, item.variable, new))
         optimizer = _rebuild_optimizer(model, replacements)
 
-    # 2. Swap. Nothing below can fail on a consistent model.
-    for layer, old, new in swaps:
-        _swap_in_place(layer, old, new)
-    for producer, capacity in new_capacities.items():
-        producer.capacity = capacity
-        for reader in list(links[producer].consumers) + list(links[producer].passthrough):
-            _update_input_metadata(reader, capacity)
+    # 2. Find where every variable sits (a failure here leaves the model as it was), then swap
+    # with Ctrl-C held back until the model is consistent again; anything else raised inside
+    # the swap puts the old variables back.
+    swaps = [_Swap(layer, old, new) for layer, old, new in swaps]
+    readers = [
+        reader
+        for producer in new_capacities
+        for reader in list(links[producer].consumers) + list(links[producer].passthrough)
+    ]
+    before = _Snapshot(model, new_capacities, readers)
+    with interrupts.deferred():
+        try:
+            for swap in swaps:
+                swap.apply()
+            for producer, capacity in new_capacities.items():
+                producer.capacity = capacity
+                for reader in list(links[producer].consumers) + list(links[producer].passthrough):
+                    _update_input_metadata(reader, capacity)
+            if optimizer is not None:
+                model.optimizer = optimizer
+            _after_variables_changed(model)
+        except BaseException:
+            for swap in reversed(swaps):
+                swap.apply(inverse=True)
+            before.restore()
+            _after_variables_changed(model)
+            raise
+
+
+class _Snapshot:
+    """What the swap changes besides the variables: restored if it fails halfway."""
+
+    def __init__(self, model, new_capacities, readers):
+        self.model = model
+        self.optimizer = getattr(model, "optimizer", None)
+        self.capacities = {layer: layer.capacity for layer in new_capacities}
+        self.metadata = [
+            (reader, reader.input_spec, getattr(reader, "_build_shapes_dict", None))
+            for reader in readers
+        ]
+
+    def restore(self):
+        for layer, capacity in self.capacities.items():
+            layer.capacity = capacity
+        for reader, spec, shapes in self.metadata:
+            reader.input_spec = spec
+            if shapes is not None:
+                reader._build_shapes_dict = shapes
+        if self.optimizer is not None and self.model.optimizer is not self.optimizer:
+            self.model.optimizer = self.optimizer
+
+
+def _after_variables_changed(model):
+    """What every backend needs once variables were swapped: torch registers parameters anew,
+    JAX's fit restarts from the model's current values, the steps are rebuilt."""
     if keras.backend.backend() == "torch":
+        # `model.parameters()` would keep the replaced tensors.
         for layer in model._flatten_layers(include_self=True):
             layer._track_variables()
-    if optimizer is not None:
-        model.optimizer = optimizer
+    keras_internals.reset_running_state(model)
     rebuild_step_functions(model)

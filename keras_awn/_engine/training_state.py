@@ -30,6 +30,10 @@ class TrainingState:
             units kept (the others count as masked); None otherwise. Read by eager calls only.
         compensated_readers: the ids of the layers given the paper's initialisation for reading
             this layer (`topology.compensate`), whose kernels are never redrawn again.
+        frozen_units: while a `fit` runs with the layer frozen (`trainable = False`), its width
+            (a float), else None. Read by the compiled step's `topology.UnitMaskConstraint`:
+            on JAX the optimizer's update sees only trainable variables, so the width parameter
+            of a frozen layer cannot be read there, and a frozen width does not change.
         resize_on_load: while a keras_awn model loads weights, a function
             `(layer, capacity)` that reallocates the layer to the capacity the file holds;
             None otherwise (a mismatch is then an error).
@@ -45,6 +49,7 @@ class TrainingState:
         self.prefix_training = True
         self.probe_cut = None
         self.compensated_readers = set()
+        self.frozen_units = None
         self.resize_on_load = None
 
     def __repr__(self):

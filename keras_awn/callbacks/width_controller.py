@@ -1,5 +1,6 @@
 """`WidthController`: reallocates adaptive layers' capacity between steps and scales their prior."""
 
+import functools
 import math
 import time
 import warnings
@@ -9,6 +10,7 @@ from keras import ops
 
 from keras_awn._engine import backend_guards
 from keras_awn._engine import capacity_policy
+from keras_awn._engine import keras_internals
 from keras_awn._engine import resize
 from keras_awn._engine import running_state
 from keras_awn._engine import topology
@@ -18,6 +20,22 @@ from keras_awn._engine import width_search
 
 # Steps between width searches on long fits (`search_every="auto"`).
 SEARCH_EVERY = 128
+
+
+def _raises_no_stop_iteration(hook):
+    """Keras' training loops take a `StopIteration` raised by a callback for the end of the
+    data: `fit` would return normally, having skipped batches. A bug in a hook fails `fit`."""
+
+    @functools.wraps(hook)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return hook(self, *args, **kwargs)
+        except StopIteration as error:
+            raise RuntimeError(
+                f"WidthController.{hook.__name__} failed with StopIteration"
+            ) from error
+
+    return wrapped
 
 
 class WidthController(keras.callbacks.Callback):
@@ -258,6 +276,7 @@ class WidthController(keras.callbacks.Callback):
 
     # -- Callback hooks -------------------------------------------------------------------------
 
+    @_raises_no_stop_iteration
     def on_train_begin(self, logs=None):
         model = self.model  # on JAX, reading `self.model` syncs the training state
         backend_guards.check_distribution(model)
@@ -299,6 +318,25 @@ class WidthController(keras.callbacks.Callback):
         self._probe = self._make_probe()
         self._set_prefix_training(True)
         self._check(model)
+        self._fix_frozen_widths(model)
+        # A Ctrl-C during the first step's compilation must not lose the model (JAX).
+        keras_internals.reset_running_state(model)
+
+    def _fix_frozen_widths(self, model):
+        """Tells each frozen layer (`trainable = False`) its width, a constant for this fit."""
+        layers = [layer for layer in self._layers if layer.built]
+        values = running_state.current_values(model, [layer.width_parameter for layer in layers])
+        training_state.set_trace_constants(
+            model,
+            [
+                (
+                    layer.training_state,
+                    "frozen_units",
+                    None if layer.trainable else layer.desired_units_on_host(float(value)),
+                )
+                for layer, value in zip(layers, values)
+            ],
+        )
 
     def _set_width_frozen(self, frozen):
         """Freezes or releases the width parameters (a constant of the traced step)."""
@@ -350,6 +388,7 @@ class WidthController(keras.callbacks.Callback):
             [(layer.training_state, "prefix_training", enabled) for layer in self._layers],
         )
 
+    @_raises_no_stop_iteration
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         epochs = (self.params or {}).get("epochs")
@@ -364,6 +403,7 @@ class WidthController(keras.callbacks.Callback):
         if any(layer.training_state.width_frozen != frozen for layer in self._layers):
             self._set_width_frozen(frozen)
 
+    @_raises_no_stop_iteration
     def on_train_batch_begin(self, batch, logs=None):
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
         # every batch's callbacks synchronously.
@@ -379,12 +419,14 @@ class WidthController(keras.callbacks.Callback):
             self._search()
         self._steps += 1
 
+    @_raises_no_stop_iteration
     def on_epoch_end(self, epoch, logs=None):
         self._check(self._model)
         if logs is not None:
             for layer in self._layers:
                 logs[f"{layer.name}_width"] = self._active_units(layer)
 
+    @_raises_no_stop_iteration
     def on_train_end(self, logs=None):
         self._restore_diverged_width_parameters()
         if any(layer.training_state.width_frozen for layer in self._layers):

@@ -1,0 +1,231 @@
+"""Faults a hostile user can cause, each on every backend (docs/reliability.md, "Faults tried"):
+frozen layers, interrupted reallocations, killed saves, non-finite and extreme widths.
+
+Each test was checked to fail with the fix it guards taken out (the docs' table says how)."""
+
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_awn
+from keras_awn._engine import resize
+from keras_awn._engine import topology
+from tests import helpers
+from tests.families import FAMILIES
+from tests.test_layer_families import compiled
+from tests.test_layer_families import frozen_controller
+from tests.test_layer_families import predictions
+from tests.test_reliability import state_of
+from tests.test_reliability import widened_model
+
+
+def steps_taken(model):
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def values(variables):
+    return [ops.convert_to_numpy(v).copy() for v in variables]
+
+
+# -- Frozen layers ------------------------------------------------------------------------------
+
+
+def test_a_frozen_layer_is_reallocated_without_skipping_batches(tmp_path):
+    """The default controller settles a frozen layer's capacity mid-epoch: every batch trains."""
+    x, y = helpers.spiral_data(1024)
+    model = keras_awn.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(100, activation="relu", name="frozen"),
+        keras_awn.layers.AdaptiveDense(8, activation="relu"),
+        keras.layers.Dense(2),
+    ])
+    model.get_layer("frozen").trainable = False
+    helpers.compile_classifier(model)
+    controller = keras_awn.callbacks.WidthController(check_every=2, settle_after=2)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert steps_taken(model) == 2 * 1024 // 32  # no batch skipped
+    assert any(event["layer"] == "frozen" for event in controller.reallocations)
+    frozen = model.get_layer("frozen")
+    assert frozen.capacity == frozen.kernel.shape[1] == model.layers[1].kernel.shape[0]
+    assert keras_awn.widths(model)["frozen"] == 100
+    path = str(tmp_path / "frozen.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(predictions(loaded, x[:64]), predictions(model, x[:64]), atol=1e-6)
+
+
+def frozen_layers(model, which):
+    """The adaptive layers, or the other layers with weights (their readers), of `model`."""
+    adaptive = topology.adaptive_layers(model)
+    if which == "adaptive":
+        return adaptive
+    nested = {id(sub) for layer in adaptive for sub in topology.walk(layer)}
+    return [
+        layer
+        for layer in topology.walk(model)[1:]
+        if id(layer) not in nested and layer.weights and not topology.walk(layer)[1:]
+    ]
+
+
+@pytest.mark.parametrize("which", ["adaptive", "readers"])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_reallocations_touching_frozen_layers_keep_them_frozen(name, which, tmp_path):
+    family = FAMILIES[name]
+    model = family.build()
+    compiled(model).fit(**family.fit_arguments(epochs=1, verbose=0, callbacks=[frozen_controller()]))
+    frozen = frozen_layers(model, which)
+    assert frozen, "the family has layers to freeze"
+    for layer in frozen:
+        layer.trainable = False
+    compiled(model)  # Keras requires a compile after changing `trainable`
+    widths = keras_awn.widths(model)
+    # Every adaptive layer grows: a frozen one as producer and as reader, and the frozen readers.
+    adaptive = topology.adaptive_layers(model)
+    resize.resize(model, {layer: layer.capacity + 3 for layer in adaptive})
+    before = {id(v): ops.convert_to_numpy(v).copy() for layer in frozen for v in layer.weights}
+    history = model.fit(**family.fit_arguments(epochs=1, verbose=0, callbacks=[frozen_controller()]))
+    assert np.isfinite(history.history["loss"][-1])
+    for layer in frozen:
+        for variable in layer.weights:
+            assert not variable.trainable, variable.path
+            if variable.path.endswith(("moving_mean", "moving_variance")):
+                continue  # statistics follow the data, as in Keras
+            np.testing.assert_array_equal(ops.convert_to_numpy(variable), before[id(variable)])
+    if which == "adaptive":
+        assert keras_awn.widths(model) == widths
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    probe = family.probe()
+    np.testing.assert_allclose(predictions(loaded, probe), predictions(model, probe), atol=1e-5)
+
+
+def test_unfreezing_without_compile_is_refused_naming_the_cause():
+    model = widened_model(width=30)
+    x, y = helpers.spiral_data(64)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    topology.adaptive_layers(model)[0].trainable = False  # no compile afterwards
+    before = state_of(model)
+    with pytest.raises(RuntimeError, match="compile"):
+        resize.resize(model, {topology.adaptive_layers(model)[1]: 40})
+    after = state_of(model)
+    assert after["capacities"] == before["capacities"]
+
+
+# -- Interrupted reallocations -------------------------------------------------------------------
+
+
+def interrupting(monkeypatch, action, calls=2):
+    """Makes the `calls`-th metadata update of the next resize (inside the swap) run `action`."""
+    original = resize._update_input_metadata
+    seen = []
+
+    def update(layer, capacity):
+        seen.append(layer)
+        if len(seen) == calls:
+            action()
+        return original(layer, capacity)
+
+    monkeypatch.setattr(resize, "_update_input_metadata", update)
+    return seen
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def test_an_exception_inside_the_swap_leaves_the_model_as_it_was(monkeypatch, tmp_path):
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=8)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    before = state_of(model)
+    variables = [id(v) for v in model.weights]
+    probe = predictions(model, x[:32])
+    first, second = topology.adaptive_layers(model)
+    interrupting(monkeypatch, raise_keyboard_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        resize.resize(model, {first: 40, second: 48})
+    monkeypatch.undo()
+    after = state_of(model)
+    assert after["capacities"] == before["capacities"]
+    assert [id(v) for v in model.weights] == variables
+    for a, b in zip(after["weights"] + after["optimizer"], before["weights"] + before["optimizer"]):
+        np.testing.assert_array_equal(a, b)
+    assert model.layers[1].input_spec.axes[-1] == first.capacity
+    np.testing.assert_array_equal(predictions(model, x[:32]), probe)
+    # Trains (the step functions are the old variables'), and saves a file that loads.
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    assert np.isfinite(history.history["loss"][-1])
+    path = str(tmp_path / "after.keras")
+    model.save(path)
+    assert keras_awn.widths(keras.saving.load_model(path)) == keras_awn.widths(model)
+
+
+def test_ctrl_c_inside_the_swap_is_delivered_once_the_model_is_consistent(monkeypatch):
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=8)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    first, second = topology.adaptive_layers(model)
+    interrupting(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        resize.resize(model, {first: 40, second: 48})
+    monkeypatch.undo()
+    # The swap finished before the interrupt was raised.
+    assert (first.capacity, second.capacity) == (40, 48)
+    assert tuple(first.kernel.shape) == (2, 40) and tuple(second.kernel.shape) == (40, 48)
+    assert tuple(model.layers[-1].kernel.shape) == (48, 2)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    assert np.isfinite(history.history["loss"][-1])
+
+
+class InterruptFirstStepAfterReallocation:
+    """Makes the first train step after the next reallocation raise KeyboardInterrupt, as a
+    Ctrl-C during its recompilation would."""
+
+    def __init__(self, model):
+        self.model, self.armed = model, False
+        original = model.make_train_function
+
+        def make_train_function(force=False):
+            function = original(force=force)
+            if force and self.armed:
+                self.armed = False
+                compiled_step = model.train_function
+
+                def interrupted(*args, **kwargs):
+                    model.train_function = compiled_step
+                    raise KeyboardInterrupt
+
+                model.train_function = interrupted
+            return function
+
+        model.make_train_function = make_train_function
+
+
+def test_ctrl_c_during_the_recompilation_after_a_reallocation_keeps_the_model(tmp_path):
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=8)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    interrupt = InterruptFirstStepAfterReallocation(model)
+    for layer in topology.adaptive_layers(model):
+        layer.width_parameter.assign(layer.distribution.raw_for_width(40, layer.quantile))
+    interrupt.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=1, verbose=0)
+    assert not interrupt.armed, "the interrupt was delivered"
+    for layer in topology.adaptive_layers(model):
+        assert layer.capacity > 16 and layer.kernel.shape[-1] == layer.capacity
+    assert all(np.all(np.isfinite(v)) for v in values(model.weights))
+    probe = predictions(model, x[:32])
+    path = str(tmp_path / "interrupted.keras")
+    model.save(path)
+    np.testing.assert_allclose(predictions(keras.saving.load_model(path), x[:32]), probe, atol=1e-6)
+    history = model.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
