@@ -168,7 +168,10 @@ class _AdaptiveTrainingMixin:
         controllers = [c for c in callbacks if isinstance(c, WidthController)]
         if not controllers:
             controllers = [WidthController()]
-            callbacks.extend(controllers)
+        # The controller runs first, so that the user's callbacks see each epoch's widths in
+        # their logs (CSVLogger, EarlyStopping) and a model whose diverged width parameters it
+        # restored (ModelCheckpoint).
+        callbacks = controllers + [c for c in callbacks if not isinstance(c, WidthController)]
         validation_split = arguments.arguments.get("validation_split") or 0.0
         num_examples = infer_num_examples(x, validation_split)
         probe_data = probe_sample(x, arguments.arguments.get("y"), validation_split)

@@ -229,3 +229,90 @@ def test_ctrl_c_during_the_recompilation_after_a_reallocation_keeps_the_model(tm
     np.testing.assert_allclose(predictions(keras.saving.load_model(path), x[:32]), probe, atol=1e-6)
     history = model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+# -- Non-finite and extreme widths ---------------------------------------------------------------
+
+
+def test_an_infinite_width_is_held_at_max_capacity_with_a_warning():
+    """A width parameter below about -87.9 makes the width infinite (exp overflows)."""
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=8)
+    for layer in topology.adaptive_layers(model):
+        layer.width_parameter.assign(-100.0)
+    assert not np.isfinite(layer.desired_units_on_host(-100.0))
+    controller = keras_awn.callbacks.WidthController(check_every=2, max_capacity=48, search_every=None)
+    with pytest.warns(UserWarning, match="max_capacity=48"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller])
+    assert [layer.capacity for layer in topology.adaptive_layers(model)] == [48, 48]
+    assert keras_awn.widths(model) == {layer.name: 48 for layer in topology.adaptive_layers(model)}
+
+
+def test_a_layer_built_above_max_capacity_is_cut_to_it_before_the_first_step():
+    x, y = helpers.spiral_data(64)
+    model = keras_awn.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(10**5, activation="relu", name="huge"),
+        keras_awn.layers.AdaptiveDense(8, activation="relu"),
+        keras.layers.Dense(2),
+    ])
+    helpers.compile_classifier(model)
+    assert model.get_layer("huge").capacity == 2 * 10**5
+    seen = []
+
+    class Capacity(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(model.get_layer("huge").kernel.shape[1])
+
+    controller = keras_awn.callbacks.WidthController(max_capacity=256)
+    with pytest.warns(UserWarning, match="'huge'.*max_capacity=256"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controller, Capacity()])
+    assert seen and max(seen) <= 256
+    assert model.get_layer("huge").capacity <= 256
+
+
+def nan_width_model():
+    model = widened_model(width=8)
+    model.fit(*helpers.spiral_data(64), epochs=1, verbose=0, callbacks=[frozen_controller()])
+    topology.adaptive_layers(model)[0].width_parameter.assign(float("nan"))
+    return model
+
+
+class DivergeAtTheLastBatch(keras.callbacks.Callback):
+    """Makes a width parameter NaN at the epoch's last step, as a diverging step would."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.steps - 1:
+            topology.adaptive_layers(self.model)[0].width_parameter.assign(float("nan"))
+
+
+def test_a_diverged_width_is_restored_before_the_users_checkpoint_saves(tmp_path):
+    x, y = helpers.spiral_data(64)
+    model = widened_model(width=8)
+    path = str(tmp_path / "epoch.keras")
+    callbacks = [DivergeAtTheLastBatch(steps=2), keras.callbacks.ModelCheckpoint(path)]
+    with pytest.warns(UserWarning, match="restored to its last finite value"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=callbacks)
+    loaded = keras.saving.load_model(path)
+    for layer in topology.adaptive_layers(loaded):
+        assert np.isfinite(float(ops.convert_to_numpy(layer.width_parameter)))
+    assert keras_awn.widths(loaded) == keras_awn.widths(model)
+
+
+USES = {
+    "widths": keras_awn.widths,
+    "truncate": lambda model: keras_awn.truncate(model, fraction=0.0),
+    "strip": keras_awn.strip,
+}
+
+
+@pytest.mark.parametrize("use", sorted(USES))
+def test_a_non_finite_width_parameter_is_reported_naming_the_layer(use):
+    model = nan_width_model()
+    name = topology.adaptive_layers(model)[0].name
+    with pytest.raises(ValueError, match=f"adaptive layer '{name}' is nan"):
+        USES[use](model)

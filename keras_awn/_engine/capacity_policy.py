@@ -21,6 +21,8 @@ MAX_WINDOW = 4096
 # GPU) handle such sizes best; on JAX/CPU an odd capacity like 269 ran an MLP's matrix products
 # about 12% slower than 264 (docs/performance.md).
 CAPACITY_MULTIPLE = 8
+# A width standing for "more than any limit" (a width parameter whose width is infinite).
+UNBOUNDED = 2**53
 
 
 class CapacityRecord:
@@ -108,6 +110,10 @@ class CapacityPolicy:
         `reason` is `"grow"`, `"regrow"`, `"shrink"`, `"settle"` or None (the capacity stays).
         """
         capacity = layer.capacity
+        limit = self.limit(layer)
+        if capacity > limit:
+            # A layer built above the limit (`AdaptiveDense(10**6)`): no capacity exceeds it.
+            return int(limit), "shrink"
         settled = record.settled
         recent = record.recent_widths
         # A layer that grew out of a settled capacity waits twice as long before settling (or
@@ -182,7 +188,7 @@ class CapacityPolicy:
         diverging width parameter cannot exhaust memory)."""
         limit = upper_units(layer)
         if self.max_capacity is not None:
-            limit = min(limit, max(self.max_capacity, layer.capacity))
+            limit = min(limit, self.max_capacity)
         return limit
 
     def floor(self, layer) -> int:

@@ -318,9 +318,6 @@ class WidthController(keras.callbacks.Callback):
         self._probe = self._make_probe()
         self._set_prefix_training(True)
         self._check(model)
-        self._fix_frozen_widths(model)
-        # A Ctrl-C during the first step's compilation must not lose the model (JAX).
-        keras_internals.reset_running_state(model)
 
     def _fix_frozen_widths(self, model):
         """Tells each frozen layer (`trainable = False`) its width, a constant for this fit."""
@@ -405,6 +402,13 @@ class WidthController(keras.callbacks.Callback):
 
     @_raises_no_stop_iteration
     def on_train_batch_begin(self, batch, logs=None):
+        if not self._steps:
+            # After the other callbacks' `on_train_begin` (a `BackupAndRestore` may have loaded
+            # other weights), before the first step is compiled.
+            model = self.model
+            self._fix_frozen_widths(model)
+            # A Ctrl-C during the first step's compilation must not lose the model (JAX).
+            keras_internals.reset_running_state(model)
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
         # every batch's callbacks synchronously.
         if self._steps and self._steps % self.check_every == 0:
@@ -478,14 +482,16 @@ class WidthController(keras.callbacks.Callback):
                 diverged.append(layer)
                 continue
             self._last_finite[id(layer)] = float(value)
-            width = int(layer.desired_units_on_host(float(value)))
+            # A width parameter below about -87.9 asks for infinitely many units: held at the
+            # limit like any width above it.
+            width = int(min(layer.desired_units_on_host(float(value)), capacity_policy.UNBOUNDED))
             widths[layer] = width
             record = layer.training_state.capacity
             record.observe(width)
             target, reason = self.policy.decide(layer, record, width)
             if target != layer.capacity:
                 plan[layer], reasons[layer] = target, reason
-                self._warn_if_held(layer, width, reason)
+                self._warn_if_held(layer, width)
         if diverged:
             self._restore_width_parameters(diverged)
         if not plan:
@@ -498,7 +504,7 @@ class WidthController(keras.callbacks.Callback):
             ):
                 plan[layer] = self.policy.reallocated_capacity(layer, width)
                 reasons[layer] = "grow"
-                self._warn_if_held(layer, width, "grow")
+                self._warn_if_held(layer, width)
         if self.max_parameters is not None:
             plan = self._within_parameter_budget(model, plan, reasons)
             if not plan:
@@ -587,9 +593,9 @@ class WidthController(keras.callbacks.Callback):
                     f"step {self._steps})"
                 )
 
-    def _warn_if_held(self, layer, width, reason):
-        """Warns once per layer when a growth is held at the policy's limit."""
-        if reason not in capacity_policy.GROWTH_REASONS or id(layer) in self._warned_limit:
+    def _warn_if_held(self, layer, width):
+        """Warns once per layer when its width asks for more than the policy's limit."""
+        if id(layer) in self._warned_limit:
             return
         if self.policy.held_at_limit(layer, width):
             self._warned_limit.add(id(layer))

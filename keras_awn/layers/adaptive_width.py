@@ -419,9 +419,21 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         by the capacity."""
         return int(min(self.desired_units_on_host(width_parameter), self.capacity))
 
+    def _check_width_parameter(self) -> None:
+        raw = float(ops.convert_to_numpy(self.width_parameter))
+        if not math.isfinite(raw):
+            raise ValueError(
+                f"The width parameter of adaptive layer '{self.name}' is {raw}: its training "
+                "diverged (a non-finite batch) before these weights were saved or read. Load an "
+                "earlier checkpoint, or give it a finite value: "
+                "`layer.width_parameter.assign(layer.distribution.raw_for_width(units, "
+                "layer.quantile))`."
+            )
+
     @property
     def desired_units(self) -> int:
         """Width the distribution asks for now (Python int, may exceed the capacity)."""
+        self._check_width_parameter()
         width = float(ops.convert_to_numpy(self.desired_units_tensor()))
         if not math.isfinite(width):
             raise ValueError(
@@ -434,6 +446,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     @property
     def active_units(self) -> int:
         """Number of units that currently exist (Python int)."""
+        self._check_width_parameter()
         return int(ops.convert_to_numpy(self.active_units_tensor()))
 
     # -- What subclasses provide ---------------------------------------------------------------

@@ -146,3 +146,12 @@ def test_moving_layers_past_halfway_grow_early():
     assert not policy.grows_early(layer(100), record(), 65)
     assert not policy.grows_early(layer(100), record(settled=True), 79)
     assert not policy.grows_early(layer(100, max_units=100), record(), 79)
+
+
+@pytest.mark.parametrize("width", [3, 1000, 2**53])
+def test_no_capacity_stays_above_max_capacity(width):
+    """A layer built wider than the limit (`AdaptiveDense(10**6)`) is cut to it, whatever its
+    width asks for; widths beyond it are held there."""
+    policy = CapacityPolicy(max_capacity=256)
+    assert policy.decide(layer(2 * 10**6), record(), width) == (256, "shrink")
+    assert policy.decide(layer(256), record(), width)[0] <= 256
