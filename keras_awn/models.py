@@ -17,6 +17,7 @@ width once more, eagerly, for a value that the controller reads anyway.
 
 import inspect
 import math
+import os
 import random
 
 import keras
@@ -125,6 +126,35 @@ class _AdaptiveTrainingMixin:
         with saving.resizing_on_load(topology.adaptive_layers(self), resize_layer):
             return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Saves the model as `keras.Model.save` does, atomically for a local `.keras` file.
+
+        The file is written beside `filepath` under a temporary name, flushed to disk, then
+        renamed over it: a process killed while saving, a full disk or an error leaves the
+        previous file intact (`ModelCheckpoint` saves through here).
+        """
+        suffix = saving.atomic_suffix(filepath)
+        if suffix != ".keras" or zipped is False or (not overwrite and os.path.exists(filepath)):
+            return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+        with saving.atomic_write(filepath, suffix) as temporary:
+            return super().save(temporary, overwrite=True, zipped=zipped, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
+        """Saves the weights as `keras.Model.save_weights` does, atomically for a local
+        `.weights.h5` file (see `save`; `BackupAndRestore` and
+        `ModelCheckpoint(save_weights_only=True)` save through here)."""
+        suffix = saving.atomic_suffix(filepath)
+        if (
+            suffix != ".weights.h5"
+            or max_shard_size is not None
+            or (not overwrite and os.path.exists(filepath))
+        ):
+            return super().save_weights(
+                filepath, overwrite=overwrite, max_shard_size=max_shard_size
+            )
+        with saving.atomic_write(filepath, suffix) as temporary:
+            return super().save_weights(temporary, overwrite=True)
+
     def get_compile_config(self):
         config = super().get_compile_config()
         return saving.portable_compile_config(config) if config else config
@@ -172,6 +202,9 @@ class _AdaptiveTrainingMixin:
         # their logs (CSVLogger, EarlyStopping) and a model whose diverged width parameters it
         # restored (ModelCheckpoint).
         callbacks = controllers + [c for c in callbacks if not isinstance(c, WidthController)]
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.BackupAndRestore):
+                saving.repair_backup_metadata(callback)
         validation_split = arguments.arguments.get("validation_split") or 0.0
         num_examples = infer_num_examples(x, validation_split)
         probe_data = probe_sample(x, arguments.arguments.get("y"), validation_split)

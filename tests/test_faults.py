@@ -316,3 +316,98 @@ def test_a_non_finite_width_parameter_is_reported_naming_the_layer(use):
     name = topology.adaptive_layers(model)[0].name
     with pytest.raises(ValueError, match=f"adaptive layer '{name}' is nan"):
         USES[use](model)
+
+
+# -- Killed and failed saves ---------------------------------------------------------------------
+
+KILLED_SAVE = """
+import os, signal, sys
+import h5py, keras, numpy as np
+from tests import helpers
+from tests.test_reliability import widened_model
+
+path, kind, fault = sys.argv[1], sys.argv[2], sys.argv[3]
+x, y = helpers.spiral_data(64)
+model = widened_model(width=8)
+model.fit(x, y, epochs=1, verbose=0)
+save = model.save if kind == "keras" else model.save_weights
+save(path)  # a complete file
+np.savez(path + ".npz", *[keras.ops.convert_to_numpy(v) for v in model.weights])
+model.fit(x, y, epochs=1, verbose=0)  # new weights for the next save
+written = []
+create_dataset = h5py.Group.create_dataset
+
+def failing(self, *args, **kwargs):
+    written.append(args)
+    if len(written) == 3:  # in the middle of the weights
+        if fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(28, "No space left on device")
+    return create_dataset(self, *args, **kwargs)
+
+h5py.Group.create_dataset = failing
+try:
+    save(path)
+except OSError as error:
+    print("raised", error.errno)
+"""
+
+
+def saved_weights_loaded(path, kind):
+    if kind == "keras":
+        return values(keras.saving.load_model(path).weights)
+    model = widened_model(width=8)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return values(model.weights)
+
+
+@pytest.mark.parametrize("fault", ["kill", "disk_full"])
+@pytest.mark.parametrize("kind", ["keras", "weights"])
+def test_a_killed_or_failed_save_keeps_the_previous_file(kind, fault, tmp_path):
+    path = str(tmp_path / ("model.keras" if kind == "keras" else "model.weights.h5"))
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, path, kind, fault],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )
+    if fault == "kill":
+        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    else:
+        assert result.returncode == 0 and "raised 28" in result.stdout, result.stderr[-3000:]
+        # Nothing but the file and the test's own record is left in the folder.
+        assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(path), os.path.basename(path) + ".npz"])
+    first = np.load(path + ".npz")
+    for loaded, saved in zip(saved_weights_loaded(path, kind), [first[k] for k in first.files]):
+        np.testing.assert_array_equal(loaded, saved)
+
+
+def test_a_backup_with_unreadable_metadata_resumes_with_a_warning(tmp_path):
+    x, y = helpers.spiral_data(64)
+    backup = str(tmp_path / "backup")
+    model = widened_model(width=8)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup), Stop()])
+    saved = values(model.weights)
+    with open(os.path.join(backup, "training_metadata.json"), "w") as f:
+        f.write('{"epoch": ')  # killed while Keras wrote it
+    resumed = widened_model(width=8)
+    restored = []
+
+    class Restored(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            restored.extend(values(self.model.weights))
+
+    with pytest.warns(UserWarning, match="BackupAndRestore metadata .* is incomplete"):
+        history = resumed.fit(x, y, epochs=1, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False), Restored()])
+    assert np.isfinite(history.history["loss"][-1])
+    assert len(restored) == len(saved)
+    for a, b in zip(restored, saved):
+        np.testing.assert_array_equal(a, b)

@@ -1,8 +1,8 @@
 """The private Keras names keras_awn relies on, in one place.
 
 Each has no public equivalent in Keras 3; a Keras upgrade that moves one breaks only this module
-(and `resize`, `running_state`, `topology`, `saved_capacities`, which read Keras' layer trackers,
-training state and functional graphs directly).
+(and `resize`, `running_state`, `topology`, `saving`, which read Keras' layer trackers,
+training state, functional graphs and `BackupAndRestore`'s file paths directly).
 """
 
 import keras

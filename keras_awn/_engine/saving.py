@@ -1,6 +1,11 @@
-"""Where keras_awn meets Keras saving: capacities in weight files, portable compile configs."""
+"""Where keras_awn meets Keras saving: capacities in weight files, portable compile configs,
+atomic writes."""
 
 import contextlib
+import json
+import os
+import tempfile
+import warnings
 
 from keras_awn._engine import keras_internals
 
@@ -51,3 +56,96 @@ def portable_compile_config(config):
     ):
         config["optimizer"] = {**optimizer, "module": "keras.optimizers", "registered_name": None}
     return config
+
+
+# The endings Keras requires of a `.keras` file and of a single weights file.
+ATOMIC_SUFFIXES = (".weights.h5", ".keras")
+
+
+def atomic_suffix(filepath):
+    """The Keras suffix of a local file path keras_awn writes atomically, else None (file
+    objects, remote paths, directories, sharded weights: written by Keras as it does)."""
+    if not isinstance(filepath, (str, os.PathLike)):
+        return None
+    path = os.fspath(filepath)
+    if "://" in path or os.path.isdir(path):
+        return None
+    return next((suffix for suffix in ATOMIC_SUFFIXES if path.endswith(suffix)), None)
+
+
+def _file_mode():
+    """The mode a newly created file gets (0o666 less the umask), as `open` would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_write(filepath, suffix):
+    """Yields a temporary path in `filepath`'s folder; once the block has written it, flushes it
+    to disk and renames it over `filepath` in one step.
+
+    A process killed while writing, a full disk or an exception leaves the previous file as it
+    was (the rename is atomic on POSIX and Windows file systems); only a killed process leaves
+    its temporary file (`.<name>.<random><suffix>`) behind.
+    """
+    path = os.path.abspath(os.fspath(filepath))
+    directory, name = os.path.split(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+    os.close(descriptor)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else _file_mode()
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    # The rename itself reaches the disk with the folder's entry.
+    with contextlib.suppress(OSError, AttributeError):
+        folder = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def repair_backup_metadata(backup):
+    """Makes a `keras.callbacks.BackupAndRestore`'s metadata readable before it resumes.
+
+    Keras writes the metadata (the epoch to resume at) in place, after the weights: a process
+    killed in between leaves a file that does not parse, and `fit` would fail on it. Its
+    previous copy (`double_checkpoint=True`) is used if it parses; otherwise the file is removed
+    and training resumes from the backed-up weights at epoch 0, with a warning.
+    """
+    path = getattr(backup, "_training_metadata_path", None)
+    if path is None or not os.path.exists(path):
+        return
+    if _parses(path):
+        return
+    previous = getattr(backup, "_prev_training_metadata_path", None)
+    if previous is not None and os.path.exists(previous) and _parses(previous):
+        with atomic_write(path, ".json") as temporary:
+            with open(previous, "rb") as source, open(temporary, "wb") as target:
+                target.write(source.read())
+        how = f"its previous copy '{previous}' is used"
+    else:
+        os.remove(path)
+        how = "training resumes from the backed-up weights at epoch 0"
+    warnings.warn(
+        f"The BackupAndRestore metadata '{path}' is incomplete (the process was killed while "
+        f"writing it): {how}.",
+        stacklevel=3,
+    )
+
+
+def _parses(path):
+    try:
+        with open(path) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
