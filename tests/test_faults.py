@@ -411,3 +411,80 @@ def test_a_backup_with_unreadable_metadata_resumes_with_a_warning(tmp_path):
     assert len(restored) == len(saved)
     for a, b in zip(restored, saved):
         np.testing.assert_array_equal(a, b)
+
+
+# -- Arguments -----------------------------------------------------------------------------------
+
+BAD_ARGUMENTS = [
+    (lambda: keras_awn.layers.AdaptiveDense(16, capacity=8), "capacity=8, initial_units=16"),
+    (lambda: keras_awn.layers.AdaptiveDense(4, capacity=8, min_units=10), "capacity=8, min_units=10"),
+    (lambda: keras_awn.layers.AdaptiveDense(40, max_units=20), "initial_units=40, max_units=20"),
+    (lambda: keras_awn.layers.AdaptiveDense(8, quantile=float("nan")), "quantile=nan"),
+    (lambda: keras_awn.layers.AdaptiveDense(8, weight_prior_scale=float("inf")), "weight_prior_scale=inf"),
+    (lambda: keras_awn.callbacks.WidthController(growth_factor=float("inf")), "growth_factor=inf"),
+    (lambda: keras_awn.callbacks.WidthController(min_capacity=100, max_capacity=50),
+     "min_capacity=100, max_capacity=50"),
+    (lambda: keras_awn.layers.AdaptiveGINConv(4, epsilon=float("nan")), "epsilon=nan"),
+    (lambda: keras_awn.layers.AdaptiveRNNCell(8, input_map=keras.layers.Dense(8)), "input_map=<Dense"),
+    (lambda: keras_awn.layers.AdaptiveRNNCell(8, input_map=42), "input_map=42"),
+    (lambda: keras_awn.layers.AdaptiveRNNCell(
+        8, input_map=keras.layers.Dense(8), state_map=keras.layers.Dense(8)), "input_map=<Dense"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_ARGUMENTS)))
+def test_bad_arguments_are_refused_naming_them(index):
+    construct, received = BAD_ARGUMENTS[index]
+    with pytest.raises(ValueError, match="Received: " + received.replace("(", r"\(")):
+        construct()
+
+
+def test_numpy_scalars_are_accepted_as_keras_accepts_them(tmp_path):
+    x, y = helpers.spiral_data(64)
+    model = keras_awn.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(np.int64(8), activation="relu", max_units=np.int32(200),
+                                       quantile=np.float32(0.9)),
+        keras.layers.Dense(2),
+    ])
+    helpers.compile_classifier(model)
+    controller = keras_awn.callbacks.WidthController(check_every=np.int64(4), growth_factor=np.float64(2))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[controller])
+    path = str(tmp_path / "numpy.keras")
+    model.save(path)  # the config holds Python numbers: it serializes
+    assert keras_awn.widths(keras.saving.load_model(path)) == keras_awn.widths(model)
+
+
+def test_loaded_layers_may_hold_fewer_units_than_they_started_with(tmp_path):
+    """Truncation and shrinking leave capacities below `initial_units`: such files load."""
+    x, y = helpers.spiral_data(64)
+    model = widened_model(units=(16, 16), width=16)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
+    truncated = keras_awn.truncate(model, units={layer.name: 3 for layer in topology.adaptive_layers(model)})
+    path = str(tmp_path / "truncated.keras")
+    truncated.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [layer.capacity for layer in topology.adaptive_layers(loaded)] == [3, 3]
+    np.testing.assert_allclose(predictions(loaded, x[:16]), predictions(truncated, x[:16]), atol=1e-6)
+
+
+@pytest.mark.parametrize("callback", [
+    keras_awn.callbacks.WidthController(
+        num_examples=100, check_every=4, growth_factor=3.0, grow_threshold=0.9,
+        shrink_threshold=0.2, width_warmup_epochs=1, settle_after=None, settled_headroom=0.1,
+        max_capacity=512, min_capacity=16, max_parameters=10**6, search_every=None,
+        search_tolerance=0.05, final_share=0.0, verbose=1),
+    keras_awn.callbacks.WidthAnnealing(start_epoch=2, end_epoch=5, final_fraction=0.5),
+], ids=["WidthController", "WidthAnnealing"])
+def test_callback_configs_round_trip(callback):
+    config = callback.get_config()
+    defaults = type(callback)(**{k: v for k, v in config.items() if k in ("start_epoch", "end_epoch")})
+    # Every argument differs from its default, so a dropped one would show.
+    assert all(config[k] != v for k, v in defaults.get_config().items() if k not in ("start_epoch", "end_epoch"))
+    assert type(callback)(**config).get_config() == config
+
+
+def test_fit_on_no_examples_is_refused_clearly():
+    model = widened_model(width=8)
+    with pytest.raises(ValueError, match="no training examples"):
+        model.fit(np.zeros((0, 2), "float32"), np.zeros((0,), "int32"), verbose=0)

@@ -44,19 +44,15 @@ class WidthAnnealing(keras.callbacks.Callback):
 
     def __init__(self, start_epoch: int, end_epoch: int, final_fraction: float = 0.1):
         super().__init__()
-        validation.check_int("start_epoch", start_epoch, minimum=0)
-        if (
-            isinstance(end_epoch, bool)
-            or not isinstance(end_epoch, int)
-            or end_epoch <= start_epoch
-        ):
+        start_epoch = validation.check_int("start_epoch", start_epoch, minimum=0)
+        if not validation.is_integer(end_epoch) or end_epoch <= start_epoch:
             raise ValueError(
                 f"`end_epoch` must be an integer > start_epoch ({start_epoch}). "
                 f"Received: end_epoch={end_epoch!r}"
             )
         validation.check_in_open_interval("final_fraction", final_fraction, 0.0, 1.0 + 1e-12)
         self.start_epoch = start_epoch
-        self.end_epoch = end_epoch
+        self.end_epoch = int(end_epoch)
         self.final_fraction = float(final_fraction)
         self._initial_scales = {}
 

@@ -3,23 +3,24 @@
 import keras
 from keras import ops
 
+from keras_awn._engine import validation
 from keras_awn.layers.adaptive_kernel import AdaptiveKernelLayer
 
 
 def _pair(name, value):
     """`value` as a tuple of two positive ints (Keras accepts an int or a pair)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if validation.is_integer(value):
         value = (value, value)
     if (
         not isinstance(value, (tuple, list))
         or len(value) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+        or any(not validation.is_integer(v) or v < 1 for v in value)
     ):
         raise ValueError(
             f"`{name}` must be a positive int or a tuple of 2 positive ints. "
             f"Received: {name}={value!r}"
         )
-    return tuple(value)
+    return tuple(int(v) for v in value)
 
 
 def _output_length(length, kernel, stride, dilation, padding):

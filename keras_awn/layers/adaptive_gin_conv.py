@@ -70,7 +70,7 @@ class AdaptiveGINConv(GINConv):
         mlp=None,
         **kwargs,
     ):
-        validation.check_int("output_units", output_units)
+        output_units = validation.check_int("output_units", output_units)
         self.mlp_arguments = {
             "output_units": output_units,
             "hidden_layers": hidden_layers,

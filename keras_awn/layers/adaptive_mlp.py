@@ -65,8 +65,8 @@ class AdaptiveMLP(keras.layers.Layer):
         hidden_layer_configs: list | None = None,
         **kwargs,
     ):
-        validation.check_int("output_units", output_units)
-        validation.check_int("hidden_layers", hidden_layers)
+        output_units = validation.check_int("output_units", output_units)
+        hidden_layers = validation.check_int("hidden_layers", hidden_layers)
         if isinstance(initial_units, (list, tuple)):
             if len(initial_units) != hidden_layers:
                 raise ValueError(

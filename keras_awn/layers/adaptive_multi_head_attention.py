@@ -88,9 +88,8 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
         # widths of 8 units and more, and a layer has a handful of heads.
         kwargs.setdefault("width_learning", "gradient")
         initial_heads = kwargs.pop("initial_units", initial_heads)
-        validation.check_int("key_dim", key_dim)
-        if value_dim is not None:
-            validation.check_int("value_dim", value_dim)
+        key_dim = validation.check_int("key_dim", key_dim)
+        value_dim = validation.check_int("value_dim", value_dim, allow_none=True)
         validation.check_fraction("dropout", dropout)
         super().__init__(initial_heads, **kwargs)
         self.key_dim = key_dim

@@ -3,6 +3,7 @@
 import keras
 
 from keras_awn.layers.adaptive_mlp import AdaptiveMLP
+from keras_awn.layers.adaptive_width import deserialize_layer
 from keras_awn.layers.adaptive_width import pop_width_arguments
 from keras_awn.layers.adaptive_width import serialize_width_arguments
 from keras_awn.layers.mlp_rnn_cell import MLPRNNCell
@@ -60,6 +61,17 @@ class AdaptiveRNNCell(MLPRNNCell):
         state_map=None,
         **kwargs,
     ):
+        given = [deserialize_layer(block) for block in (input_map, state_map)]
+        if any(block is not None for block in given) and not all(
+            isinstance(block, AdaptiveMLP) for block in given
+        ):
+            raise ValueError(
+                "`input_map` and `state_map` hold a saved cell's `AdaptiveMLP` maps, both or "
+                "neither: leave them None (the cell builds its maps from `initial_units` and "
+                "`hidden_layers`), or use `keras_awn.layers.MLPRNNCell` for maps of your own. "
+                f"Received: input_map={input_map!r}, state_map={state_map!r}"
+            )
+        input_map, state_map = given
         self.map_arguments = {
             "hidden_layers": hidden_layers,
             "initial_units": initial_units,

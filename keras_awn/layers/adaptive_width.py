@@ -7,6 +7,7 @@ when the width approaches it or falls far below it. Subclasses (`AdaptiveDense`,
 which of their variables carry the unit axis and how they compute their pre-importance output.
 """
 
+import contextvars
 import math
 import warnings
 
@@ -22,6 +23,9 @@ from keras_awn._engine.training_state import TrainingState
 
 NORMALIZATIONS = ("sum", "mean")
 WIDTH_LEARNING = ("search", "gradient")
+
+# Set while a saved layer is rebuilt from its config (see `AdaptiveWidthLayer.__init__`).
+_restoring = contextvars.ContextVar("keras_awn_restoring", default=False)
 
 # The width a layer starts with when `initial_units` is not given. The width search doubles a
 # layer that needs all its units and halves one that needs a third of them, so any start reaches
@@ -63,9 +67,9 @@ def validate_width_prior(width_prior):
             "`width_prior` must be None or a dict with keys 'mean_units' and 'scale', e.g. "
             f"{{'mean_units': 64, 'scale': 1.0}}. Received: width_prior={width_prior!r}"
         )
-    validation.check_int("width_prior['mean_units']", width_prior["mean_units"])
-    validation.check_positive_number("width_prior['scale']", width_prior["scale"])
-    return {"mean_units": int(width_prior["mean_units"]), "scale": float(width_prior["scale"])}
+    mean_units = validation.check_int("width_prior['mean_units']", width_prior["mean_units"])
+    scale = validation.check_positive_number("width_prior['scale']", width_prior["scale"])
+    return {"mean_units": mean_units, "scale": scale}
 
 
 def validate_width_arguments(
@@ -84,15 +88,15 @@ def validate_width_arguments(
             f"`width_learning` must be one of {WIDTH_LEARNING}. "
             f"Received: width_learning={width_learning!r}"
         )
-    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)):
+    if not validation.is_number(quantile):
         raise ValueError(f"`quantile` must be a float in (0, 1). Received: quantile={quantile!r}")
     if not 0.0 < quantile < 1.0:
         raise ValueError(
             f"`quantile` must be in the open interval (0, 1). Received: quantile={quantile!r}"
         )
     distribution = distributions_module.get(distribution)
-    validation.check_int("min_units", min_units)
-    validation.check_int("max_units", max_units, allow_none=True)
+    min_units = validation.check_int("min_units", min_units)
+    max_units = validation.check_int("max_units", max_units, allow_none=True)
     if max_units is not None and max_units < min_units:
         raise ValueError(
             "`max_units` must be >= `min_units`. "
@@ -104,7 +108,9 @@ def validate_width_arguments(
             f"Received: importance_normalization={importance_normalization!r}"
         )
     if weight_prior_scale is not None:
-        validation.check_positive_number("weight_prior_scale", weight_prior_scale)
+        weight_prior_scale = validation.check_positive_number(
+            "weight_prior_scale", weight_prior_scale
+        )
     width_prior = validate_width_prior(width_prior)
     if width_prior is not None and width_learning != "gradient":
         raise ValueError(
@@ -223,7 +229,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
     ):
         if initial_units is None:
             initial_units = DEFAULT_INITIAL_UNITS
-        validation.check_int("initial_units", initial_units)
+        initial_units = validation.check_int("initial_units", initial_units)
         arguments = validate_width_arguments(
             quantile,
             distribution,
@@ -234,12 +240,31 @@ class AdaptiveWidthLayer(keras.layers.Layer):
             width_prior,
             width_learning,
         )
+        min_units, max_units = arguments["min_units"], arguments["max_units"]
         if capacity is not None:
-            validation.check_int("capacity", capacity)
+            capacity = validation.check_int("capacity", capacity)
             if max_units is not None and capacity > max_units:
                 raise ValueError(
                     "`capacity` must be <= `max_units`. "
                     f"Received: capacity={capacity}, max_units={max_units}"
+                )
+            if capacity < min_units:
+                raise ValueError(
+                    "`capacity` must be >= `min_units` (the width is never below it). "
+                    f"Received: capacity={capacity}, min_units={min_units}"
+                )
+        if not _restoring.get():
+            # A saved layer may hold less than it started with (its capacity followed its
+            # width, or it was truncated); a new one starts inside its bounds.
+            if capacity is not None and capacity < initial_units:
+                raise ValueError(
+                    "`capacity` must be >= `initial_units` (the units the layer starts with "
+                    f"must exist). Received: capacity={capacity}, initial_units={initial_units}"
+                )
+            if max_units is not None and initial_units > max_units:
+                raise ValueError(
+                    "`initial_units` must be <= `max_units`. "
+                    f"Received: initial_units={initial_units}, max_units={max_units}"
                 )
         super().__init__(**kwargs)
         self.initial_units = initial_units
@@ -252,7 +277,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self.width_prior = arguments["width_prior"]
         self.width_learning = arguments["width_learning"]
         if capacity is None:
-            capacity = max(2 * initial_units, self.min_capacity)
+            capacity = max(2 * initial_units, self.min_capacity, min_units)
             if max_units is not None:
                 capacity = min(capacity, max_units)
         self.capacity = capacity
@@ -584,6 +609,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        restoring = _restoring.set(True)
         try:
             return cls(**config)
         except (TypeError, ValueError) as error:
@@ -592,6 +618,8 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 f"({cls.__name__}) is incomplete or inconsistent: {error}. "
                 f"Received: config={config!r}"
             ) from error
+        finally:
+            _restoring.reset(restoring)
 
     # -- Serialization -------------------------------------------------------------------------
 

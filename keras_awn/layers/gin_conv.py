@@ -9,6 +9,7 @@ reused.
 import keras
 from keras import ops
 
+from keras_awn._engine import validation
 from keras_awn.layers.adaptive_width import deserialize_layer
 
 
@@ -51,8 +52,8 @@ class GINConv(keras.layers.Layer):
             mlp = self._default_mlp()
         if not isinstance(mlp, keras.layers.Layer):
             raise ValueError(f"`mlp` must be a Keras layer. Received: mlp={mlp!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-            raise ValueError(f"`epsilon` must be a float. Received: epsilon={epsilon!r}")
+        if not validation.is_number(epsilon):
+            raise ValueError(f"`epsilon` must be a finite float. Received: epsilon={epsilon!r}")
         self.mlp = mlp
         self.initial_epsilon = float(epsilon)
         self.learn_epsilon = bool(learn_epsilon)

@@ -35,7 +35,7 @@ class GraphPooling(keras.layers.Layer):
     """
 
     def __init__(self, num_graphs: int, reduction: str = "sum", **kwargs):
-        validation.check_int("num_graphs", num_graphs)
+        num_graphs = validation.check_int("num_graphs", num_graphs)
         if reduction not in ("sum", "mean"):
             raise ValueError(
                 f"`reduction` must be 'sum' or 'mean'. Received: reduction={reduction!r}"

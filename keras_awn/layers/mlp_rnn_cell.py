@@ -38,7 +38,7 @@ class MLPRNNCell(keras.layers.Layer):
         state_activation="tanh",
         **kwargs,
     ):
-        validation.check_int("state_size", state_size)
+        state_size = validation.check_int("state_size", state_size)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.output_size = state_size
