@@ -1,10 +1,12 @@
 """`keras_awn.Model` and `keras_awn.Sequential`: Keras models that manage adaptive widths.
 
-They differ from their Keras parents in three ways, all backend-agnostic:
+They differ from their Keras parents in these ways, all backend-agnostic:
 
-- `fit` attaches a `keras_awn.callbacks.WidthController` (unless one is passed) and tells it the
-  number of training examples N, inferred from array inputs. The controller puts each layer's
-  width, `<layer name>_width`, in the logs of every epoch (the progress bar, `History`).
+- `fit` attaches a `keras_awn.callbacks.WidthController` (unless one is passed), runs it before
+  the other callbacks, and tells it the number of training examples N, inferred from array
+  inputs. The controller puts each layer's width, `<layer name>_width`, in the logs of every
+  epoch (the progress bar, `History`, and the user's callbacks).
+- `save` and `save_weights` write local files atomically (a temporary file, then a rename).
 - `compute_loss` adds the prior of adaptive layers that cannot add it in `call` (recurrent
   cells).
 - Building a Sequential or functional model links each adaptive layer to the layers reading it,
@@ -103,6 +105,8 @@ class _AdaptiveTrainingMixin:
 
     # `compute_loss` adds the prior of layers that cannot add it in `call` (recurrent cells).
     adds_deferred_priors = True
+    # `fit` infers the number of training examples N for the controller.
+    infers_num_examples = True
 
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
@@ -154,6 +158,42 @@ class _AdaptiveTrainingMixin:
             )
         with saving.atomic_write(filepath, suffix) as temporary:
             return super().save_weights(temporary, overwrite=True)
+
+    def set_weights(self, weights):
+        """Sets the weights as `keras.Model.set_weights` does, first reallocating each adaptive
+        layer to the capacity `weights` hold.
+
+        A list taken by `get_weights()` before a reallocation (what
+        `EarlyStopping(restore_best_weights=True)` keeps) holds other capacities than the model
+        has now. A list that does not fit at those capacities is refused before anything
+        changes.
+        """
+        weights = list(weights)
+        positions = {id(v): i for i, v in enumerate(self.weights)}
+        capacities = {}
+        if len(weights) == len(positions):
+            for layer in topology.adaptive_layers(self):
+                if not layer.built:
+                    continue
+                variable, axis = layer.output_unit_variables()[0]
+                shape = np.shape(weights[positions[id(variable)]])
+                if len(shape) == len(variable.shape) and shape[axis] != layer.capacity:
+                    capacities[layer] = int(shape[axis])
+        if not capacities:
+            return super().set_weights(weights)
+        # Checked before anything is resized: a list that does not fit leaves the model as it is.
+        for variable, shape, value in zip(
+            self.weights, resize.planned_shapes(self, capacities), weights
+        ):
+            if tuple(np.shape(value)) != shape:
+                raise ValueError(
+                    f"The weights do not fit model '{self.name}' at any capacity: variable "
+                    f"'{variable.path}' would have shape {shape} at the capacities "
+                    f"{ {layer.name: c for layer, c in capacities.items()} } that the list "
+                    f"holds. Received: a weight of shape {tuple(np.shape(value))}"
+                )
+        resize.resize(self, capacities)
+        return super().set_weights(weights)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -207,6 +247,13 @@ class _AdaptiveTrainingMixin:
                 saving.repair_backup_metadata(callback)
         validation_split = arguments.arguments.get("validation_split") or 0.0
         num_examples = infer_num_examples(x, validation_split)
+        if num_examples == 0:
+            shapes = [tuple(getattr(leaf, "shape", ())) for leaf in keras.tree.flatten(x)]
+            raise ValueError(
+                "`fit` received no training examples: the prior of the adaptive layers is "
+                "scaled by 1 / N, the number of training examples. Received: x with shapes "
+                f"{shapes}, validation_split={validation_split}"
+            )
         probe_data = probe_sample(x, arguments.arguments.get("y"), validation_split)
         for controller in controllers:
             controller.inferred_num_examples = num_examples

@@ -9,11 +9,13 @@ together):
   frozen width, its producer), and the one function that changes a value the compiled step
   reads, `set_trace_constants`, which also marks the compiled steps stale.
 - `capacity_policy`: when a layer's capacity changes, as plain arithmetic (no Keras).
-- `resize`: changing capacities in place (variables, optimizer state, compiled steps).
+- `resize`: changing capacities in place (variables, optimizer state, compiled steps), as one
+  transaction (`interrupts` holds Ctrl-C back meanwhile).
 - `initializers`: host-side (numpy) draws of Keras' built-in initializers for new units.
 - `running_state`: reading width parameters from a running `fit` without waiting for it.
 - `backend_guards`: refusing distributed setups where a resize would desynchronise replicas.
-- `saved_capacities`: the capacities a weights file holds, read before loading it.
+- `saving`: the capacities a weights file holds (read before loading it), atomic `.keras` and
+  weights writes, portable compile configs.
 - `folding`: folding an importance vector into a plain Keras reader (`strip`).
 - `keras_internals`: the private Keras names the rest of keras_awn needs, in one place.
 """

@@ -79,10 +79,17 @@ def _plan(new_capacities, links):
     return list(plan.values())
 
 
+def planned_shapes(model, new_capacities: dict, links: dict | None = None) -> list:
+    """The shapes of `model.weights` once `new_capacities` are applied, in their order."""
+    if links is None:
+        links = topology.link(model)
+    planned = {id(item.variable): tuple(item.shape) for item in _plan(new_capacities, links)}
+    return [planned.get(id(v), tuple(v.shape)) for v in model.weights]
+
+
 def parameter_count(model, new_capacities: dict, links: dict) -> int:
     """The number of scalars in `model`'s weights once `new_capacities` are applied."""
-    planned = {id(item.variable): math.prod(item.shape) for item in _plan(new_capacities, links)}
-    return int(sum(planned.get(id(v), math.prod(v.shape)) for v in model.weights))
+    return int(sum(math.prod(shape) for shape in planned_shapes(model, new_capacities, links)))
 
 
 def _new_input_entries(item, producer, direct, shape):

@@ -95,6 +95,9 @@ class WidthController(keras.callbacks.Callback):
     prior in the loss (the ELBO per example). `keras_awn.Model` and `keras_awn.Sequential` infer
     N from array inputs to `fit` and attach a controller themselves; pass one explicitly for a
     plain `keras.Model`, or to set N for datasets whose size Keras cannot know.
+    `keras_awn.Model.fit` runs the controller before the other callbacks, so that they see the
+    widths in each epoch's logs and a model whose diverged width parameters it restored; with a
+    plain `keras.Model`, put it first in `callbacks` for the same.
 
     Args:
         num_examples: int or None, the number of training examples N. None (default) takes the
@@ -189,28 +192,35 @@ class WidthController(keras.callbacks.Callback):
         verbose: int = 0,
     ):
         super().__init__()
-        validation.check_int("num_examples", num_examples, allow_none=True)
-        validation.check_int("check_every", check_every)
-        if (
-            isinstance(growth_factor, bool)
-            or not isinstance(growth_factor, (int, float))
-            or not growth_factor > 1
-        ):
+        num_examples = validation.check_int("num_examples", num_examples, allow_none=True)
+        check_every = validation.check_int("check_every", check_every)
+        if not validation.is_number(growth_factor) or not growth_factor > 1:
             raise ValueError(
-                f"`growth_factor` must be a number > 1. Received: growth_factor={growth_factor!r}"
+                "`growth_factor` must be a finite number > 1. "
+                f"Received: growth_factor={growth_factor!r}"
             )
+        growth_factor = float(growth_factor)
         validation.check_in_open_interval("grow_threshold", grow_threshold, 0.0, 1.0 + 1e-12)
         validation.check_in_open_interval(
             "shrink_threshold", shrink_threshold, 0.0, 1.0 / growth_factor
         )
-        validation.check_int("width_warmup_epochs", width_warmup_epochs, minimum=0)
-        validation.check_int("settle_after", settle_after, minimum=2, allow_none=True)
+        width_warmup_epochs = validation.check_int(
+            "width_warmup_epochs", width_warmup_epochs, minimum=0
+        )
+        settle_after = validation.check_int(
+            "settle_after", settle_after, minimum=2, allow_none=True
+        )
         validation.check_fraction("settled_headroom", settled_headroom)
-        validation.check_int("max_capacity", max_capacity, allow_none=True)
-        validation.check_int("min_capacity", min_capacity, allow_none=True)
-        validation.check_int("max_parameters", max_parameters, allow_none=True)
+        max_capacity = validation.check_int("max_capacity", max_capacity, allow_none=True)
+        min_capacity = validation.check_int("min_capacity", min_capacity, allow_none=True)
+        if min_capacity is not None and max_capacity is not None and min_capacity > max_capacity:
+            raise ValueError(
+                "`min_capacity` must be <= `max_capacity`. "
+                f"Received: min_capacity={min_capacity}, max_capacity={max_capacity}"
+            )
+        max_parameters = validation.check_int("max_parameters", max_parameters, allow_none=True)
         if search_every != "auto":
-            validation.check_int("search_every", search_every, allow_none=True)
+            search_every = validation.check_int("search_every", search_every, allow_none=True)
         validation.check_in_open_interval("search_tolerance", search_tolerance, 0.0, 1.0)
         validation.check_fraction("final_share", final_share)
         if probe_data is not None and (not isinstance(probe_data, tuple) or len(probe_data) != 2):
@@ -284,12 +294,22 @@ class WidthController(keras.callbacks.Callback):
         self._layers = topology.adaptive_layers(model)
         num_examples = self.num_examples or self.inferred_num_examples
         if num_examples is None and any(layer.has_prior() for layer in self._layers):
+            if getattr(model, "infers_num_examples", False):
+                why = (
+                    "could not infer it from the data passed to `fit` (it can from arrays and "
+                    "from loaders with a known length)"
+                )
+            else:
+                why = (
+                    "infers it only in `keras_awn.Model` and `keras_awn.Sequential`, and this "
+                    f"model is a {type(model).__name__}"
+                )
             raise ValueError(
                 "keras_awn needs the number of training examples N to scale the prior of the "
-                "adaptive layers (the ELBO per example), and could not infer it from the data "
-                "passed to `fit` (it can from arrays and from loaders with a known length). Pass "
-                "it as `callbacks=[keras_awn.callbacks.WidthController(num_examples=N)]`, or "
-                "disable the priors (`weight_prior_scale=None` and `width_prior=None`)."
+                f"adaptive layers (the ELBO per example), and {why}. Pass it as "
+                "`callbacks=[keras_awn.callbacks.WidthController(num_examples=N)]`, build the "
+                "model with keras_awn.Model/Sequential, or disable the priors "
+                "(`weight_prior_scale=None` and `width_prior=None`)."
             )
         deferred = [
             layer.name

@@ -1,0 +1,88 @@
+"""Everyday Keras idioms on adaptive models, each on every backend (docs/index.md, "Keras
+idioms"): callbacks that read the logs or keep weights, and the utilities users reach for."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_awn
+from keras_awn._engine import topology
+from tests import helpers
+from tests.test_reliability import widened_model
+
+
+def values(variables):
+    return [ops.convert_to_numpy(v).copy() for v in variables]
+
+
+def test_the_users_callbacks_see_each_epochs_widths(tmp_path):
+    """keras_awn models run the controller first: CSVLogger writes width columns, EarlyStopping
+    can monitor a width."""
+    x, y = helpers.spiral_data(128)
+    model = helpers.compile_classifier(helpers.sequential_model())
+    path = str(tmp_path / "log.csv")
+    name = topology.adaptive_layers(model)[0].name
+    stopping = keras.callbacks.EarlyStopping(monitor=f"{name}_width", mode="min", patience=100)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[keras.callbacks.CSVLogger(path), stopping])
+    with open(path) as f:
+        header, *rows = [line.strip().split(",") for line in f]
+    assert f"{name}_width" in header and len(rows) == 2
+    assert int(float(rows[-1][header.index(f"{name}_width")])) == keras_awn.widths(model)[name]
+    assert stopping.best is not None  # it found the width in the logs
+
+
+class ChangeCapacitiesAfterEpoch(keras.callbacks.Callback):
+    """Widens every adaptive layer's width at the end of `epoch`, so that the controller
+    reallocates after the epoch EarlyStopping keeps as the best."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            for layer in topology.adaptive_layers(self.model):
+                layer.width_parameter.assign(layer.distribution.raw_for_width(40, layer.quantile))
+
+
+def test_early_stopping_restores_the_best_weights_across_a_reallocation():
+    x, y = helpers.spiral_data(128)
+    model = widened_model(width=8)
+    kept = {}
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                kept["capacities"] = [layer.capacity for layer in topology.adaptive_layers(self.model)]
+                kept["weights"] = self.model.get_weights()
+
+    class Score(keras.callbacks.Callback):
+        # The score monitored never improves after epoch 0: the best weights are epoch 0's.
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = 1.0 if epoch == 0 else 0.0
+
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="score", mode="max", patience=1, restore_best_weights=True)
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[
+        keras_awn.callbacks.WidthController(check_every=2, search_every=None),
+        ChangeCapacitiesAfterEpoch(0), Keep(), Score(), stopping])
+    assert len(history.history["loss"]) == 2 and stopping.best_epoch == 0
+    assert kept["capacities"] == [12, 12]
+    assert [layer.capacity for layer in topology.adaptive_layers(model)] == kept["capacities"]
+    for restored, best in zip(model.get_weights(), kept["weights"]):
+        np.testing.assert_array_equal(restored, best)
+    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
+
+
+def test_weights_that_fit_no_capacity_are_refused_before_anything_changes():
+    model = widened_model(width=8)
+    weights = model.get_weights()
+    weights[-2] = np.zeros((5, 3), "float32")  # the output kernel: no capacity gives 3 outputs
+    weights[0] = np.zeros((2, 40), "float32")  # the first layer at another capacity
+    before = values(model.weights)
+    with pytest.raises(ValueError, match="do not fit"):
+        model.set_weights(weights)
+    assert [layer.capacity for layer in topology.adaptive_layers(model)] == [12, 12]
+    for a, b in zip(values(model.weights), before):
+        np.testing.assert_array_equal(a, b)
