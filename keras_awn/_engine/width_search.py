@@ -30,6 +30,8 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_awn._engine import interrupts
+
 from keras_awn._engine import topology
 
 # The search does not judge narrower widths, and moves a narrower layer up to it: with the
@@ -146,13 +148,18 @@ def set_width(layer, units: int, links) -> None:
     scale[:kept] = old_importance[:kept] / new_importance[:kept]
     scale[kept:new_active] = 0.0  # newly covered units: no outgoing weights yet
     scale[new_active:] = 1.0  # masked units keep their weights
+    assignments = []
     for variable, axis in _reader_kernels(links):
         value = ops.convert_to_numpy(variable)
         shape = [1] * value.ndim
         shape[axis] = -1
         factor = scale[: value.shape[axis]].reshape(shape)
-        variable.assign((value * factor).astype(value.dtype))
-    layer.width_parameter.assign(new_raw)
+        assignments.append((variable, (value * factor).astype(value.dtype)))
+    assignments.append((layer.width_parameter, new_raw))
+    # All or nothing: rescaled readers with the old width would change what the model computes.
+    with interrupts.deferred():
+        for variable, value in assignments:
+            variable.assign(value)
 
 
 def _one_hot(values) -> bool:
