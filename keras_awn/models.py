@@ -242,6 +242,18 @@ class _AdaptiveTrainingMixin:
         # their logs (CSVLogger, EarlyStopping) and a model whose diverged width parameters it
         # restored (ModelCheckpoint).
         callbacks = controllers + [c for c in callbacks if not isinstance(c, WidthController)]
+        if isinstance(self, keras.Sequential) and not self.built:
+            # Without `keras.Input`, Keras builds a Sequential inside the first step on
+            # TensorFlow, after the controller needs its graph: build it from the data first
+            # (arrays, or the first batch of a PyDataset).
+            sample = x
+            if isinstance(x, keras.utils.PyDataset) and len(x):
+                batch = x[0]
+                sample = batch[0] if isinstance(batch, tuple) else batch
+            leaves = keras.tree.flatten(sample) if sample is not None else []
+            shape = getattr(leaves[0], "shape", None) if len(leaves) == 1 else None
+            if shape is not None and not callable(shape) and len(shape) >= 1:
+                self.build((None,) + tuple(shape[1:]))
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.BackupAndRestore):
                 saving.repair_backup_metadata(callback)

@@ -86,3 +86,40 @@ def test_weights_that_fit_no_capacity_are_refused_before_anything_changes():
     assert [layer.capacity for layer in topology.adaptive_layers(model)] == [12, 12]
     for a, b in zip(values(model.weights), before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_sequential_model_without_input_builds_from_its_arrays():
+    x, y = helpers.spiral_data(128)
+    model = keras_awn.Sequential([
+        keras_awn.layers.AdaptiveDense(8, activation="relu", name="hidden"),
+        keras.layers.Dense(2),
+    ])
+    helpers.compile_classifier(model)
+    history = model.fit(x, y, epochs=1, verbose=0)
+    assert "hidden_width" in history.history
+    assert model.get_layer("hidden").kernel.shape[0] == 2
+
+
+def test_an_unbuilt_sequential_model_on_a_dataset_is_refused_naming_the_cause():
+    x, y = helpers.spiral_data(128)
+    model = keras.Sequential([
+        keras_awn.layers.AdaptiveDense(8, activation="relu"),
+        keras.layers.Dense(2),
+    ])
+    helpers.compile_classifier(model)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return x[32 * index : 32 * (index + 1)], y[32 * index : 32 * (index + 1)]
+
+    controller = keras_awn.callbacks.WidthController(num_examples=128, search_every=None)
+    if keras.backend.backend() == "tensorflow":
+        # Keras builds it inside the first step there, after the controller needs its graph.
+        with pytest.raises(ValueError, match="is not built when `fit` starts"):
+            model.fit(Batches(), epochs=1, verbose=0, callbacks=[controller])
+    else:
+        model.fit(Batches(), epochs=1, verbose=0, callbacks=[controller])
+        assert model.built

@@ -289,6 +289,14 @@ class WidthController(keras.callbacks.Callback):
     @_raises_no_stop_iteration
     def on_train_begin(self, logs=None):
         model = self.model  # on JAX, reading `self.model` syncs the training state
+        if isinstance(model, keras.Sequential) and not model.built:
+            raise ValueError(
+                f"Sequential model '{model.name}' is not built when `fit` starts (it has no "
+                "`keras.Input`), so keras_awn cannot see "
+                "which layers read its adaptive layers. Start it with `keras.Input(shape)`, or "
+                "call `model.build(input_shape)` before `fit` (keras_awn models build "
+                "themselves from array inputs)."
+            )
         backend_guards.check_distribution(model)
         self._links = topology.link(model)
         self._layers = topology.adaptive_layers(model)
