@@ -12,6 +12,7 @@ from keras_awn import layers
 from keras_awn import plotting
 from keras_awn._engine.topology import adaptive_layers
 from keras_awn.models import Model
+from keras_awn.models import clone_model
 from keras_awn.models import Sequential
 from keras_awn.truncation import strip
 from keras_awn.truncation import truncate
@@ -24,6 +25,7 @@ __all__ = [
     "Sequential",
     "adaptive_layers",
     "callbacks",
+    "clone_model",
     "datasets",
     "distributions",
     "graph_data",

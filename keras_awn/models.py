@@ -365,3 +365,57 @@ class Sequential(_AdaptiveTrainingMixin, keras.Sequential):
         if getattr(self, "_functional", None) is not None:
             topology.link(self)  # refuse unsupported readers before training starts
         super().compile(*args, **kwargs)
+
+
+def clone_model(model, input_tensors=None, clone_function=None, call_function=None, **kwargs):
+    """`keras.models.clone_model`, returning a keras_awn model.
+
+    Keras rebuilds a `Sequential` as a plain `keras.Sequential` (and a functional model whose
+    class it cannot call as a plain `keras.Model`), which trains its adaptive layers without the
+    `WidthController` and the priors. This clones with Keras, then wraps the clone's layers in
+    `keras_awn.Sequential` or `keras_awn.Model`. Like Keras, the clone has new weights. With a
+    `clone_function` that returns adaptive layers, it also makes a plain model adaptive.
+
+    Args:
+        model: a `Sequential` or functional model (plain Keras or keras_awn).
+        input_tensors, clone_function, call_function, **kwargs: as `keras.models.clone_model`
+            takes them (`recursive`).
+
+    Returns:
+        A `keras_awn.Sequential` or functional `keras_awn.Model`.
+
+    Example:
+
+    ```python
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(2)])
+
+    def adaptive(layer):
+        if isinstance(layer, keras.layers.Dense) and layer is not plain.layers[-1]:
+            return keras_awn.layers.AdaptiveDense(activation=layer.activation)
+        return layer.__class__.from_config(layer.get_config())
+
+    model = keras_awn.clone_model(plain, clone_function=adaptive)  # a keras_awn.Sequential
+    ```
+    """
+    clone = keras.models.clone_model(
+        model,
+        input_tensors=input_tensors,
+        clone_function=clone_function,
+        call_function=call_function,
+        **kwargs,
+    )
+    if isinstance(clone, _AdaptiveTrainingMixin):
+        return clone
+    if isinstance(clone, keras.Sequential):
+        layers = list(clone.layers)
+        if clone.built and clone.inputs:
+            (inputs,) = clone.inputs
+            layers = [keras.Input(batch_shape=inputs.shape, dtype=inputs.dtype)] + layers
+        return Sequential(layers, name=clone.name, trainable=clone.trainable)
+    if topology.functional_graph(clone) is not None:
+        return Model(clone.inputs, clone.outputs, name=clone.name, trainable=clone.trainable)
+    raise ValueError(
+        "`keras_awn.clone_model` clones Sequential and functional models. Received: "
+        f"model of type {type(model).__name__}"
+    )

@@ -32,7 +32,7 @@ def public_classes():
     return classes
 
 
-DOCUMENTED = public_classes() + [keras_awn.plotting]
+DOCUMENTED = public_classes() + [keras_awn.plotting, keras_awn.clone_model]
 
 
 def namespace():

@@ -1,6 +1,8 @@
 """Everyday Keras idioms on adaptive models, each on every backend (docs/index.md, "Keras
 idioms"): callbacks that read the logs or keep weights, and the utilities users reach for."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -123,3 +125,56 @@ def test_an_unbuilt_sequential_model_on_a_dataset_is_refused_naming_the_cause():
     else:
         model.fit(Batches(), epochs=1, verbose=0, callbacks=[controller])
         assert model.built
+
+
+def spiral_classifier(functional):
+    layers = [
+        keras_awn.layers.AdaptiveDense(8, activation="relu", name="hidden"),
+        keras.layers.Dense(2, name="logits"),
+    ]
+    if not functional:
+        return keras_awn.Sequential([keras.Input((2,))] + layers)
+    inputs = keras.Input((2,))
+    return keras_awn.Model(inputs, layers[1](layers[0](inputs)))
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["sequential", "functional"])
+def test_clone_model_gives_a_keras_awn_model_that_trains_with_its_controller(functional):
+    x, y = helpers.spiral_data(128)
+    model = spiral_classifier(functional)
+    clone = keras_awn.clone_model(model)
+    assert isinstance(clone, keras_awn.Model if functional else keras_awn.Sequential)
+    assert clone.get_layer("hidden") is not model.get_layer("hidden")
+    helpers.compile_classifier(clone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "training without a controller"
+        history = clone.fit(x, y, epochs=1, verbose=0)
+    assert "hidden_width" in history.history
+
+
+def test_keras_clone_model_of_a_sequential_warns_naming_keras_awn_clone_model():
+    x, y = helpers.spiral_data(64)
+    clone = keras.models.clone_model(spiral_classifier(functional=False))
+    assert not isinstance(clone, keras_awn.Sequential)  # Keras' own class
+    helpers.compile_classifier(clone)
+    with pytest.warns(UserWarning, match="keras_awn.clone_model"):
+        clone.fit(x, y, epochs=1, verbose=0)
+
+
+def test_clone_model_makes_a_plain_model_adaptive():
+    x, y = helpers.spiral_data(128)
+    plain = keras.Sequential([
+        keras.Input((2,)), keras.layers.Dense(32, activation="relu", name="hidden"),
+        keras.layers.Dense(2, name="logits")])
+
+    def adaptive(layer):
+        if layer.name == "hidden":
+            return keras_awn.layers.AdaptiveDense(activation="relu", name="hidden")
+        return layer.__class__.from_config(layer.get_config())
+
+    model = keras_awn.clone_model(plain, clone_function=adaptive)
+    assert isinstance(model, keras_awn.Sequential)
+    helpers.compile_classifier(model)
+    history = model.fit(x, y, epochs=2, verbose=0)
+    assert "hidden_width" in history.history
+    assert keras_awn.strip(model).get_layer("hidden").units == keras_awn.widths(model)["hidden"]

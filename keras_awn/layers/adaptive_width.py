@@ -570,7 +570,9 @@ class AdaptiveWidthLayer(keras.layers.Layer):
                 "`keras_awn.callbacks.WidthController`: its capacity cannot grow or shrink and "
                 "the prior is not part of the loss until the number of training examples is "
                 "known. Use `keras_awn.Model`/`keras_awn.Sequential`, or pass "
-                "`callbacks=[keras_awn.callbacks.WidthController()]` to `fit`.",
+                "`callbacks=[keras_awn.callbacks.WidthController()]` to `fit`. "
+                "(`keras.models.clone_model` returns Keras' own model classes: clone with "
+                "`keras_awn.clone_model`.)",
                 stacklevel=3,
             )
         if self.adds_prior_in_call and state.num_examples is not None and self.has_prior():
