@@ -152,6 +152,11 @@ class WidthController(keras.callbacks.Callback):
             `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`, `"regrow"`,
             `"shrink"` or `"settle"`).
         rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
+        step_changes: number of times a compiled step had to be made anew: the reallocations,
+            and the changes of a value the step reads (N, the width warm-up, the stochastic
+            prefixes' end). `fit` rebuilds its steps itself; a custom loop that compiles its
+            step (`jax.jit`, `tf.function`) compiles it again when this changes
+            (docs/custom-loops.md).
         searches: list of dicts, one per width change of the search, with keys `epoch`,
             `step`, `layer`, `width`, `new_width` and `final` (the change that ends the search).
         reallocation_seconds: wall time spent reallocating (the next step's recompilation is
@@ -250,6 +255,7 @@ class WidthController(keras.callbacks.Callback):
         )
         self.reallocations = []
         self.rebuilds = 0
+        self.step_changes = 0
         self.reallocation_seconds = 0.0
         # Set by keras_awn.Model.fit from its inputs; an explicit num_examples wins.
         self.inferred_num_examples = None
@@ -336,7 +342,7 @@ class WidthController(keras.callbacks.Callback):
             layer.training_state.controlled = True
             layer.training_state.capacity.recent_widths = []
         # N is a constant of the traced step.
-        training_state.set_trace_constants(
+        self._set_trace_constants(
             model,
             [(layer.training_state, "num_examples", num_examples) for layer in self._layers],
         )
@@ -347,11 +353,16 @@ class WidthController(keras.callbacks.Callback):
         self._set_prefix_training(True)
         self._check(model)
 
+    def _set_trace_constants(self, model, assignments):
+        """`training_state.set_trace_constants`, counting the changes in `step_changes`."""
+        if training_state.set_trace_constants(model, assignments):
+            self.step_changes += 1
+
     def _fix_frozen_widths(self, model):
         """Tells each frozen layer (`trainable = False`) its width, a constant for this fit."""
         layers = [layer for layer in self._layers if layer.built]
         values = running_state.current_values(model, [layer.width_parameter for layer in layers])
-        training_state.set_trace_constants(
+        self._set_trace_constants(
             model,
             [
                 (
@@ -365,7 +376,7 @@ class WidthController(keras.callbacks.Callback):
 
     def _set_width_frozen(self, frozen):
         """Freezes or releases the width parameters (a constant of the traced step)."""
-        training_state.set_trace_constants(
+        self._set_trace_constants(
             self.model,
             [(layer.training_state, "width_frozen", frozen) for layer in self._layers],
         )
@@ -408,7 +419,7 @@ class WidthController(keras.callbacks.Callback):
 
     def _set_prefix_training(self, enabled):
         """Switches the stochastic prefixes on or off (a constant of the traced step)."""
-        training_state.set_trace_constants(
+        self._set_trace_constants(
             self.model,
             [(layer.training_state, "prefix_training", enabled) for layer in self._layers],
         )
@@ -601,6 +612,7 @@ class WidthController(keras.callbacks.Callback):
         old = {layer: layer.capacity for layer in plan}
         resize.resize(model, plan, self._links)
         self.rebuilds += 1
+        self.step_changes += 1
         self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
             layer.training_state.capacity.reallocated(reasons[layer])
