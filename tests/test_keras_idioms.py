@@ -1,6 +1,8 @@
 """Everyday Keras idioms on adaptive models, each on every backend (docs/index.md, "Keras
 idioms"): callbacks that read the logs or keep weights, and the utilities users reach for."""
 
+import pathlib
+import re
 import warnings
 
 import keras
@@ -178,3 +180,36 @@ def test_clone_model_makes_a_plain_model_adaptive():
     history = model.fit(x, y, epochs=2, verbose=0)
     assert "hidden_width" in history.history
     assert keras_awn.strip(model).get_layer("hidden").units == keras_awn.widths(model)["hidden"]
+
+
+def custom_loop_code():
+    """This backend's loop of docs/custom-loops.md, with capacities that follow the widths
+    closely, so that the loop reallocates while it runs."""
+    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "custom-loops.md").read_text()
+    backend = keras.backend.backend()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", page, re.S)
+               if c.startswith(f"# backend: {backend}")]
+    original = "WidthController(num_examples=len(x), probe_data=(x, y))"
+    assert original in code
+    return code.replace(original, original[:-1] + ", min_capacity=1, check_every=2)")
+
+
+def test_a_custom_training_loop_reallocates_while_it_trains():
+    x, y = keras_awn.datasets.spirals(512, seed=0)
+    namespace = {"x": x, "y": y}
+    exec(compile(custom_loop_code(), "<custom loop>", "exec"), namespace)
+    model, controller = namespace["model"], namespace["controller"]
+    assert any(event["step"] > 0 for event in controller.reallocations), controller.reallocations
+    for layer in keras_awn.adaptive_layers(model):
+        assert layer.kernel.shape[-1] == layer.capacity
+    assert all(np.all(np.isfinite(v)) for v in values(model.weights))
+    accuracy = np.mean(np.argmax(ops.convert_to_numpy(model(x)), axis=-1) == y)
+    assert accuracy > 0.7  # above chance (0.5): it trained through the reallocations
+
+
+def test_a_custom_loop_without_an_optimizer_on_the_model_is_warned():
+    model = helpers.sequential_model()
+    controller = keras_awn.callbacks.WidthController(num_examples=10, search_every=None)
+    callbacks = keras.callbacks.CallbackList([controller], model=model)
+    with pytest.warns(UserWarning, match="has no optimizer: in a custom training loop"):
+        callbacks.on_train_begin()

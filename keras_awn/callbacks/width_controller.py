@@ -304,6 +304,15 @@ class WidthController(keras.callbacks.Callback):
                 "themselves from array inputs)."
             )
         backend_guards.check_distribution(model)
+        if getattr(model, "optimizer", None) is None:
+            warnings.warn(
+                f"Model '{model.name}' has no optimizer: in a custom training loop, attach yours "
+                "with `model.compile(optimizer=...)` and use `model.optimizer` at every step. A "
+                "reallocation replaces the resized variables and the model's optimizer; an "
+                "optimizer held elsewhere would still update the old variables "
+                "(docs/custom-loops.md).",
+                stacklevel=2,
+            )
         self._links = topology.link(model)
         self._layers = topology.adaptive_layers(model)
         num_examples = self.num_examples or self.inferred_num_examples
