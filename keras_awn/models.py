@@ -204,8 +204,10 @@ class _AdaptiveTrainingMixin:
         # compile arguments as Keras does for plain models.
         config = keras.saving.deserialize_keras_object(saving.portable_compile_config(config))
         # Keras saves `jit_compile` resolved for the saving backend (True on JAX); a file saved
-        # on JAX would otherwise run torch.compile on torch. Let the loading backend decide.
-        config["jit_compile"] = "auto"
+        # on JAX would otherwise run torch.compile on torch. Let the loading backend decide,
+        # except for an explicit False, which means the same on every backend.
+        if config.get("jit_compile") is not False:
+            config["jit_compile"] = "auto"
         self.compile(**config)
         if self.built:
             self.optimizer.build(self.trainable_variables)

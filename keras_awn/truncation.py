@@ -24,20 +24,36 @@ from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 def widths(model) -> dict:
     """Returns `{layer name: active width}` for every adaptive layer of `model`.
 
+    Layers that share a name (the two directions of a `Bidirectional`) are keyed by their
+    path instead.
+
     Example:
 
     >>> keras_awn.widths(model)
     {'adaptive_dense': 87, 'adaptive_dense_1': 41}
     """
+    layers = [layer for layer in topology.adaptive_layers(model) if layer.built]
+    names = [layer.name for layer in layers]
+    # Layers sharing a name (the forward and backward cells of a `Bidirectional`) are told
+    # apart by their paths.
     return {
-        layer.name: layer.active_units for layer in topology.adaptive_layers(model) if layer.built
+        layer.path if names.count(layer.name) > 1 else layer.name: layer.active_units
+        for layer in layers
     }
+
+
+def _own_classes(model):
+    """Rebuilding `model` from its config finds its layers' classes, registered or not (a custom
+    layer defined in a notebook is not)."""
+    classes = {type(layer).__name__: type(layer) for layer in topology.walk(model)}
+    return keras.saving.custom_object_scope(classes)
 
 
 def _copy(model):
     """An uncompiled copy of `model` with the same weights."""
     if isinstance(model, keras.Sequential) or topology.functional_graph(model) is not None:
-        clone = model.__class__.from_config(model.get_config())
+        with _own_classes(model):
+            clone = model.__class__.from_config(model.get_config())
     else:
         raise ValueError(
             "`truncate` and `strip` work on Sequential and functional models (which keras_awn "
@@ -194,10 +210,11 @@ def strip(model):
     """
     truncated = truncate(model, fraction=0.0)
     config = _plain_config(truncated)
-    if isinstance(truncated, keras.Sequential):
-        plain = keras.Sequential.from_config(config)
-    else:
-        plain = keras.Model.from_config(config)
+    with _own_classes(truncated):
+        if isinstance(truncated, keras.Sequential):
+            plain = keras.Sequential.from_config(config)
+        else:
+            plain = keras.Model.from_config(config)
     plain_layers = {layer.name: layer for layer in plain.layers}
     for layer in truncated.layers:
         target = plain_layers[layer.name]

@@ -213,3 +213,53 @@ def test_a_custom_loop_without_an_optimizer_on_the_model_is_warned():
     callbacks = keras.callbacks.CallbackList([controller], model=model)
     with pytest.warns(UserWarning, match="has no optimizer: in a custom training loop"):
         callbacks.on_train_begin()
+
+
+def test_truncate_and_strip_rebuild_unregistered_custom_layers():
+    class Doubling(keras.layers.Layer):  # defined here, registered nowhere
+        def call(self, inputs):
+            return 2.0 * inputs
+
+    x, y = helpers.spiral_data(64)
+    model = keras_awn.Sequential([
+        keras.Input((2,)), Doubling(),
+        keras_awn.layers.AdaptiveDense(8, activation="relu"), keras.layers.Dense(2)])
+    helpers.compile_classifier(model).fit(x, y, epochs=1, verbose=0)
+    reference = ops.convert_to_numpy(model(x))
+    for copy in (keras_awn.truncate(model, fraction=0.0), keras_awn.strip(model)):
+        assert isinstance(copy.layers[0], Doubling)
+        np.testing.assert_allclose(ops.convert_to_numpy(copy(x)), reference, atol=1e-5)
+
+
+def test_an_explicit_jit_compile_false_survives_a_reload(tmp_path):
+    model = helpers.sequential_model()
+    model.compile("adam", "mse", jit_compile=False)
+    model.build((None, 2))
+    model.save(str(tmp_path / "model.keras"))
+    assert keras.saving.load_model(str(tmp_path / "model.keras")).jit_compile is False
+
+
+def test_widths_tell_the_directions_of_a_bidirectional_layer_apart():
+    model = keras_awn.Sequential([
+        keras.Input((5, 3)),
+        keras.layers.Bidirectional(keras.layers.RNN(keras_awn.layers.AdaptiveRNNCell(4))),
+        keras.layers.Dense(2)])
+    widths = keras_awn.widths(model)
+    assert len(widths) == len(keras_awn.adaptive_layers(model)) == 4
+    assert sum("forward" in name for name in widths) == sum("backward" in name for name in widths) == 2
+
+
+@pytest.mark.parametrize("units", [1, 2])
+def test_a_start_below_the_narrowest_width_is_warned(units):
+    with pytest.warns(UserWarning, match=f"starts at 3 units, not initial_units={units}"):
+        layer = keras_awn.layers.AdaptiveDense(units)
+    layer.build((None, 2))
+    assert layer.active_units == 3
+    capped = keras_awn.layers.AdaptiveDense(units, max_units=units)
+    capped.build((None, 2))
+    assert capped.active_units == units
+
+
+def test_the_package_exposes_its_modules():
+    for name in ("datasets", "layers", "callbacks", "distributions", "graph_data", "plotting"):
+        assert hasattr(keras_awn, name), name

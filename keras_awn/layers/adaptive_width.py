@@ -283,6 +283,24 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         self.capacity = capacity
         # Computed eagerly here because readers may be built later inside a traced call.
         self.initial_reader_stddev = self._initial_reader_stddev()
+        starting = self.active_units_on_host(
+            self.distribution.raw_for_width(initial_units, self.quantile)
+        )
+        if starting != initial_units and not _restoring.get():
+            if self.min_units > initial_units:
+                reason = f"min_units={self.min_units} is above it"
+            else:
+                reason = (
+                    "the narrowest width its distribution gives is "
+                    f"{distributions_module.WIDTH_OFFSET + 1} units (the paper adds "
+                    f"{distributions_module.WIDTH_OFFSET} to the quantile); `max_units` caps it "
+                    "lower"
+                )
+            warnings.warn(
+                f"Adaptive layer '{self.name}' starts at {starting} units, not "
+                f"initial_units={initial_units}: {reason}.",
+                stacklevel=2,
+            )
         # What a running fit tells this layer (see `keras_awn._engine.training_state`); never
         # serialized.
         self.training_state = TrainingState()
