@@ -195,6 +195,37 @@ class _AdaptiveTrainingMixin:
         resize.resize(self, capacities)
         return super().set_weights(weights)
 
+    def summary(self, *args, **kwargs):
+        """Prints Keras' summary, then each adaptive layer's width.
+
+        Keras counts the allocated units (the capacity); the units beyond each layer's width
+        are masked and compute nothing. The lines after the table give each adaptive layer's
+        active units and capacity, and the parameters the model holds at its active widths
+        (what `keras_awn.strip` keeps).
+        """
+        super().summary(*args, **kwargs)
+        layers = [layer for layer in topology.adaptive_layers(self) if layer.built]
+        if not layers:
+            return
+        print_fn = kwargs.get("print_fn") or print
+        width = max(len(layer.name) for layer in layers) + 2
+        lines = [
+            "Adaptive layers (Keras counts the allocated capacity; units beyond the width are "
+            "masked):",
+            f"  {'layer':<{width}}{'active units':>14}{'capacity':>10}",
+        ]
+        lines += [
+            f"  {layer.name:<{width}}{layer.active_units:>14}{layer.capacity:>10}"
+            for layer in layers
+        ]
+        active = {layer: layer.active_units for layer in layers}
+        at_widths = sum(math.prod(shape) for shape in resize.planned_shapes(self, active))
+        at_widths -= len(layers)  # the width parameters, which `strip` drops
+        lines.append(
+            f"Parameters at the active widths: {at_widths:,} (allocated: {self.count_params():,})"
+        )
+        print_fn("\n".join(lines))
+
     def get_compile_config(self):
         config = super().get_compile_config()
         return saving.portable_compile_config(config) if config else config

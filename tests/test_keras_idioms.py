@@ -263,3 +263,16 @@ def test_a_start_below_the_narrowest_width_is_warned(units):
 def test_the_package_exposes_its_modules():
     for name in ("datasets", "layers", "callbacks", "distributions", "graph_data", "plotting"):
         assert hasattr(keras_awn, name), name
+
+
+def test_summary_shows_the_active_widths_and_what_strip_keeps():
+    x, y = helpers.spiral_data(128)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(9, 5)))
+    model.fit(x, y, epochs=1, verbose=0)
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    text = "\n".join(lines)
+    for layer in keras_awn.adaptive_layers(model):
+        assert re.search(rf"{layer.name}\s+{layer.active_units}\s+{layer.capacity}\b", text)
+    stripped = keras_awn.strip(model).count_params()
+    assert f"Parameters at the active widths: {stripped:,} (allocated: {model.count_params():,})" in text
