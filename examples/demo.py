@@ -101,7 +101,9 @@ def main(argv=None):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    controller = keras_awn.callbacks.WidthController()
+    # A capacity floor of 8 units instead of the dense layers' 64, so that this small model
+    # shows its reallocations (above 64 units the default floor changes nothing).
+    controller = keras_awn.callbacks.WidthController(min_capacity=8)
     start = time.perf_counter()
     model.fit(
         x_train,
@@ -118,8 +120,7 @@ def main(argv=None):
     test_accuracy = accuracy(model, x_test, y_test)
     print(f"\ntrained in {seconds:.1f} s  test accuracy {test_accuracy:.3f}  learned widths {widths}")
 
-    # Rebuilds of the compiled train step, per layer, against log2(final / initial) + 2. A
-    # dense layer starts with 64 units of capacity (its floor), so narrow widths need none.
+    # Rebuilds of the compiled train step, per layer, against log2(final / initial) + 2.
     print("\nreallocations (each rebuilds the compiled train step once):")
     capacities = {layer.name: layer.capacity for layer in keras_awn.adaptive_layers(model)}
     within_bound = True
@@ -133,7 +134,9 @@ def main(argv=None):
         )
     print(f"  train step rebuilt {controller.rebuilds} time(s) in total")
 
-    folder = args.output or tempfile.mkdtemp(prefix="keras_awn_spiral_")
+    # Without --output the files go to a temporary folder, removed when the demo ends.
+    scratch = tempfile.TemporaryDirectory(prefix="keras_awn_spiral_") if not args.output else None
+    folder = args.output or scratch.name
     os.makedirs(folder, exist_ok=True)
     adaptive_path = os.path.join(folder, "spiral_adaptive.keras")
     model.save(adaptive_path)
@@ -161,6 +164,8 @@ def main(argv=None):
         f"\nstripped to plain Keras {[type(l).__name__ for l in plain.layers]}: max prediction "
         f"difference {strip_error:.1e}; saved {plain_path} (loads without keras_awn)"
     )
+    if scratch is not None:
+        scratch.cleanup()
     return {
         "seconds": seconds,
         "test_accuracy": test_accuracy,
