@@ -276,3 +276,37 @@ def test_summary_shows_the_active_widths_and_what_strip_keeps():
         assert re.search(rf"{layer.name}\s+{layer.active_units}\s+{layer.capacity}\b", text)
     stripped = keras_awn.strip(model).count_params()
     assert f"Parameters at the active widths: {stripped:,} (allocated: {model.count_params():,})" in text
+
+
+def test_reading_values_raises_no_numpy_deprecation_warning():
+    from keras_awn._engine import running_state
+
+    variable = keras.Variable(np.arange(6.0, dtype="float32").reshape(2, 3))
+    tensor = ops.convert_to_tensor(np.arange(3.0, dtype="float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        read = running_state.host_value(variable), running_state.host_value(tensor)
+    np.testing.assert_array_equal(read[0], np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(read[1], np.arange(3.0))
+    read[0][0, 0] = 99.0  # a copy: the variable is untouched
+    assert float(ops.convert_to_numpy(variable.value)[0, 0]) == 0.0
+
+
+def deprecation_warnings_of_a_fit(model, x, y):
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, epochs=3, verbose=0)
+    return sum(issubclass(w.category, DeprecationWarning) for w in caught)
+
+
+def test_a_fit_warns_about_as_much_as_plain_keras():
+    """keras_awn's reads once added hundreds of numpy-2 `__array__` warnings per fit."""
+    x, y = helpers.spiral_data(512)
+    adaptive = deprecation_warnings_of_a_fit(keras_awn.Sequential([
+        keras.Input((2,)), keras_awn.layers.AdaptiveDense(activation="relu"),
+        keras_awn.layers.AdaptiveDense(activation="relu"), keras.layers.Dense(2)]), x, y)
+    plain = deprecation_warnings_of_a_fit(keras.Sequential([
+        keras.Input((2,)), keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]), x, y)
+    assert adaptive <= plain + 10, (adaptive, plain)

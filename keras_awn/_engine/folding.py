@@ -2,7 +2,8 @@
 
 import keras
 import numpy as np
-from keras import ops
+
+from keras_awn._engine import running_state
 
 
 def fold_importance(reader, importance) -> None:
@@ -16,12 +17,12 @@ def fold_importance(reader, importance) -> None:
     """
     importance = np.asarray(importance, dtype="float64")
     if isinstance(reader, keras.layers.BatchNormalization):
-        gamma = ops.convert_to_numpy(reader.gamma).astype("float64")
-        mean = ops.convert_to_numpy(reader.moving_mean).astype("float64")
+        gamma = running_state.host_value(reader.gamma).astype("float64")
+        mean = running_state.host_value(reader.moving_mean).astype("float64")
         reader.gamma.assign((gamma * importance).astype(reader.gamma.dtype))
         reader.moving_mean.assign((mean / importance).astype(reader.moving_mean.dtype))
         return
-    kernel = ops.convert_to_numpy(reader.kernel)
+    kernel = running_state.host_value(reader.kernel)
     shape = [1] * kernel.ndim
     shape[-2] = -1  # the input axis: 0 for Dense, 2 for Conv2D
     folded = kernel.astype("float64") * importance.reshape(shape)

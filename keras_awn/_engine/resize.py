@@ -29,12 +29,12 @@ import math
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_awn._engine import backend_guards
 from keras_awn._engine import initializers
 from keras_awn._engine import interrupts
 from keras_awn._engine import keras_internals
+from keras_awn._engine import running_state
 from keras_awn._engine import topology
 from keras_awn._engine.training_state import rebuild_step_functions
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
@@ -107,7 +107,7 @@ def _new_input_entries(item, producer, direct, shape):
     if direct:
         # Rows reading the producer's new units: the paper's compensating initialisation.
         rng = np.random.default_rng(initializers.random_seed())
-        width_parameter = float(ops.convert_to_numpy(producer.width_parameter))
+        width_parameter = float(running_state.host_value(producer.width_parameter))
         stddev = producer.reader_stddev(width_parameter) / topology.receptive_field(reader) ** 0.5
         return rng.normal(0.0, stddev, shape).astype(variable.dtype)
     # Behind a normalization the reader sees unit-scale inputs: its own initializer.
@@ -121,7 +121,7 @@ def _new_input_entries(item, producer, direct, shape):
 def _new_value(item):
     """The resized value: the old entries where they survive, fresh draws elsewhere."""
     variable, layer, shape, roles = item.variable, item.layer, tuple(item.shape), item.roles
-    old = ops.convert_to_numpy(variable).astype(variable.dtype)
+    old = running_state.host_value(variable).astype(variable.dtype)
     output_axes = [axis for axis, (role, _, _) in roles.items() if role == "output"]
     if output_axes:
         # The layer's own new units: drawn as its initializer would draw them at this shape.
@@ -237,12 +237,12 @@ def _rebuild_optimizer(model, replacements):
             averaged[id(average)] = variable
     values = []
     for old_variable, new_variable in zip(old.variables, new.variables):
-        value = ops.convert_to_numpy(old_variable)
+        value = running_state.host_value(old_variable)
         if value.shape != tuple(new_variable.shape):
             # Moments of surviving units are kept; new units start at zero.
             start = np.zeros(tuple(new_variable.shape), value.dtype)
             if id(new_variable) in averaged:
-                start = ops.convert_to_numpy(averaged[id(new_variable)]).astype(value.dtype)
+                start = running_state.host_value(averaged[id(new_variable)]).astype(value.dtype)
             value = _fit_into(value, start)
         values.append(value)
     for new_variable, value in zip(new.variables, values):

@@ -9,7 +9,6 @@ import functools
 
 import keras
 import numpy as np
-from keras import ops
 
 
 def _running_arrays(model, variables):
@@ -33,6 +32,21 @@ def _running_arrays(model, variables):
     return [arrays[id(v)] for v in variables]
 
 
+def host_value(variable) -> np.ndarray:
+    """A numpy copy of `variable`'s value (a Keras variable or a backend tensor).
+
+    `ops.convert_to_numpy` hands Keras variables (and TensorFlow and torch tensors) to
+    `np.array`, whose `copy=` keyword their `__array__` does not take: numpy 2 warns at every
+    read, hundreds of times per `fit` with warnings on. The backends' own conversions do not.
+    """
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu()
+    if hasattr(value, "numpy"):  # torch, TensorFlow
+        value = value.numpy()
+    return np.array(value, copy=True)
+
+
 def current_values(model, variables) -> list:
     """The values of `variables` as the running `fit` sees them, as numpy arrays.
 
@@ -42,7 +56,7 @@ def current_values(model, variables) -> list:
     arrays = _running_arrays(model, variables)
     if arrays is not None:
         return [np.asarray(array) for array in arrays]
-    return [ops.convert_to_numpy(v) for v in variables]
+    return [host_value(v) for v in variables]
 
 
 def request_values(model, variables):

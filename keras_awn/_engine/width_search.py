@@ -31,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from keras_awn._engine import interrupts
+from keras_awn._engine import running_state
 
 from keras_awn._engine import topology
 
@@ -131,7 +132,7 @@ def set_width(layer, units: int, links) -> None:
     covers get zero outgoing weights (function-preserving growth). Units the width leaves are
     masked, as any unit beyond the width. Called between steps, with the state synced.
     """
-    old_raw = float(ops.convert_to_numpy(layer.width_parameter))
+    old_raw = float(running_state.host_value(layer.width_parameter))
     old_active = layer.active_units_on_host(old_raw)
     new_raw = layer.distribution.raw_for_width(int(units), layer.quantile)
     new_active = layer.active_units_on_host(new_raw)
@@ -150,7 +151,7 @@ def set_width(layer, units: int, links) -> None:
     scale[new_active:] = 1.0  # masked units keep their weights
     assignments = []
     for variable, axis in _reader_kernels(links):
-        value = ops.convert_to_numpy(variable)
+        value = running_state.host_value(variable)
         shape = [1] * value.ndim
         shape[axis] = -1
         factor = scale[: value.shape[axis]].reshape(shape)
@@ -198,7 +199,7 @@ class Probe:
 
     def _score(self, model, predictions):
         if not isinstance(predictions, (list, tuple, dict)):
-            values = ops.convert_to_numpy(predictions)
+            values = running_state.host_value(predictions)
             targets = self.y if isinstance(self.y, np.ndarray) else None
             if targets is not None:
                 if targets.ndim == values.ndim and targets.shape[-1] == 1 and values.shape[-1] > 1:
@@ -212,4 +213,4 @@ class Probe:
                         return float(np.mean(np.argmax(values, axis=-1) != targets))
         # Several outputs, real-valued targets: the model's own loss.
         loss = model.compute_loss(self.x, self.y, predictions, training=False)
-        return float(ops.convert_to_numpy(loss))
+        return float(running_state.host_value(loss))

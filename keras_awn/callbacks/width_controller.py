@@ -6,7 +6,6 @@ import time
 import warnings
 
 import keras
-from keras import ops
 
 from keras_awn._engine import backend_guards
 from keras_awn._engine import capacity_policy
@@ -569,7 +568,7 @@ class WidthController(keras.callbacks.Callback):
         full = probe.score(model)
         decisions = {}
         for layer in self._searching_layers():
-            raw = float(ops.convert_to_numpy(layer.width_parameter))
+            raw = float(running_state.host_value(layer.width_parameter))
             if not math.isfinite(raw):
                 continue
             width = layer.active_units_on_host(raw)
@@ -597,7 +596,7 @@ class WidthController(keras.callbacks.Callback):
             self._reallocate(plan, {layer: decisions[layer][1] for layer in plan}, reasons)
         for layer, (width, target) in decisions.items():
             width_search.set_width(layer, target, self._links[layer])
-            self._last_finite[id(layer)] = float(ops.convert_to_numpy(layer.width_parameter))
+            self._last_finite[id(layer)] = float(running_state.host_value(layer.width_parameter))
             event = {
                 "epoch": self._epoch,
                 "step": self._steps,

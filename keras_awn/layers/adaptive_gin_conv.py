@@ -7,8 +7,8 @@ reused.
 """
 
 import keras
-from keras import ops
 
+from keras_awn._engine import running_state
 from keras_awn._engine import validation
 from keras_awn.layers.adaptive_mlp import AdaptiveMLP
 from keras_awn.layers.adaptive_width import pop_width_arguments
@@ -95,7 +95,7 @@ class AdaptiveGINConv(GINConv):
         )
 
     def assign_plain_weights(self, plain):
-        plain.epsilon.assign(ops.convert_to_numpy(self.epsilon))
+        plain.epsilon.assign(running_state.host_value(self.epsilon))
         self.mlp.assign_plain_weights(plain.mlp)
 
     def get_config(self):

@@ -8,6 +8,7 @@ and build config are handled once here.
 import keras
 from keras import ops
 
+from keras_awn._engine import running_state
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 
 
@@ -82,9 +83,9 @@ class AdaptiveKernelLayer(AdaptiveWidthLayer):
         return self.kernel_initializer if variable is self.kernel else self.bias_initializer
 
     def assign_plain_weights(self, plain):
-        plain.kernel.assign(ops.convert_to_numpy(self.kernel))
+        plain.kernel.assign(running_state.host_value(self.kernel))
         if self.use_bias:
-            plain.bias.assign(ops.convert_to_numpy(self.bias))
+            plain.bias.assign(running_state.host_value(self.bias))
 
     def _built_input_shape(self, input_units: int) -> tuple:
         """The input shape `build` would take for `input_units` input units."""

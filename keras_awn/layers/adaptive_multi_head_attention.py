@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_awn.layers.adaptive_width import AdaptiveWidthLayer
 from keras_awn._engine import keras_internals
+from keras_awn._engine import running_state
 from keras_awn._engine import validation
 
 
@@ -231,7 +232,7 @@ class AdaptiveMultiHeadAttention(AdaptiveWidthLayer):
 
     def assign_plain_weights(self, plain):
         def value(variable):
-            return ops.convert_to_numpy(variable)
+            return running_state.host_value(variable)
 
         query, key, value_dense, output = keras_internals.multi_head_attention_projections(plain)
         for dense, kernel, bias in (

@@ -17,6 +17,7 @@ from keras import ops
 from keras_awn import distributions as distributions_module
 from keras_awn._engine import backend_guards
 from keras_awn._engine import keras_internals
+from keras_awn._engine import running_state
 from keras_awn._engine import saving
 from keras_awn._engine import validation
 from keras_awn._engine.training_state import TrainingState
@@ -463,7 +464,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         return int(min(self.desired_units_on_host(width_parameter), self.capacity))
 
     def _check_width_parameter(self) -> None:
-        raw = float(ops.convert_to_numpy(self.width_parameter))
+        raw = float(running_state.host_value(self.width_parameter))
         if not math.isfinite(raw):
             raise ValueError(
                 f"The width parameter of adaptive layer '{self.name}' is {raw}: its training "
@@ -481,7 +482,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         if not math.isfinite(width):
             raise ValueError(
                 f"The width of adaptive layer '{self.name}' is not finite ({width}): its width "
-                f"parameter is {float(ops.convert_to_numpy(self.width_parameter))}. Set "
+                f"parameter is {float(running_state.host_value(self.width_parameter))}. Set "
                 "`max_units` to bound it."
             )
         return int(width)
