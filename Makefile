@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BACKEND ?= jax
 BIN := $(VENV)/bin
+# Where the CPU build of torch comes from: the PyTorch project's CPU wheel index (the default
+# index would pull a multi-GB CUDA build on Linux). Empty: the configured index, which on the
+# project's CI machine holds the CPU wheel (.ci/run passes TORCH_INDEX=).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test install clean
 
@@ -15,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $@
 
