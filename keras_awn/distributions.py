@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_awn._engine import validation
+
 # The reference implementation adds 2 neurons to the quantile "to avoid degenerate cases".
 WIDTH_OFFSET = 2
 
@@ -345,9 +347,7 @@ class PowerLaw(WidthDistribution):
     """
 
     def __init__(self, scale: float = 1.0):
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-            raise ValueError(f"`scale` must be a positive number. Received: scale={scale!r}")
-        self.scale = float(scale)
+        self.scale = validation.check_positive_number("scale", scale)
 
     def log_survival(self, x, parameter):
         return -parameter * ops.log1p(x / self.scale)

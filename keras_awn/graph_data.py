@@ -12,6 +12,8 @@ import math
 import keras
 import numpy as np
 
+from keras_awn._engine import validation
+
 
 def _check_graph(index, graph):
     if not isinstance(graph, (tuple, list)) or len(graph) != 2:
@@ -138,10 +140,7 @@ class GraphBatches(keras.utils.PyDataset):
         self, graphs, labels=None, batch_size: int = 32, shuffle: bool = False, seed=None, **kwargs
     ):
         super().__init__(**kwargs)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}"
-            )
+        batch_size = validation.check_int("batch_size", batch_size)
         self.graphs = [_check_graph(i, g) for i, g in enumerate(graphs)]
         if labels is not None:
             labels = np.asarray(labels)

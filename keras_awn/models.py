@@ -68,6 +68,20 @@ def infer_num_examples(x, validation_split=0.0):
 PROBE_SIZE = 2048
 
 
+def _first_batch(dataset):
+    """The first batch of a `keras.utils.PyDataset`, or None when it has none or cannot say."""
+    try:
+        count = dataset.num_batches
+    except (NotImplementedError, TypeError):
+        count = None
+    if count == 0:
+        return None
+    try:
+        return dataset[0]
+    except (IndexError, StopIteration):
+        return None
+
+
 def probe_sample(x, y, validation_split=0.0, size=PROBE_SIZE):
     """Up to `size` training examples `(x, y)` for the width search, or None.
 
@@ -81,7 +95,7 @@ def probe_sample(x, y, validation_split=0.0, size=PROBE_SIZE):
     if isinstance(x, keras.utils.PyDataset):
         # Its first batch: joining batches is the dataset's business (graph batches renumber
         # their nodes, for instance).
-        batch = x[0] if len(x) else None
+        batch = _first_batch(x)
         if isinstance(batch, tuple) and len(batch) >= 2:
             return batch[0], batch[1]
         return None
@@ -182,15 +196,15 @@ class _AdaptiveTrainingMixin:
         if not capacities:
             return super().set_weights(weights)
         # Checked before anything is resized: a list that does not fit leaves the model as it is.
-        for variable, shape, value in zip(
-            self.weights, resize.planned_shapes(self, capacities), weights
+        for index, (variable, shape, value) in enumerate(
+            zip(self.weights, resize.planned_shapes(self, capacities), weights)
         ):
             if tuple(np.shape(value)) != shape:
                 raise ValueError(
                     f"The weights do not fit model '{self.name}' at any capacity: variable "
                     f"'{variable.path}' would have shape {shape} at the capacities "
                     f"{ {layer.name: c for layer, c in capacities.items()} } that the list "
-                    f"holds. Received: a weight of shape {tuple(np.shape(value))}"
+                    f"holds. Received: weights[{index}] of shape {tuple(np.shape(value))}"
                 )
         resize.resize(self, capacities)
         return super().set_weights(weights)
@@ -204,10 +218,19 @@ class _AdaptiveTrainingMixin:
         (what `keras_awn.strip` keeps).
         """
         super().summary(*args, **kwargs)
+        arguments = inspect.signature(keras.Model.summary).bind(self, *args, **kwargs)
+        print_fn = arguments.arguments.get("print_fn") or print
+        try:
+            lines = self._adaptive_summary()
+        except ValueError as error:  # a diverged width, readers keras_awn cannot see
+            lines = [f"Adaptive layers: not summarised ({error})"]
+        if lines:
+            print_fn("\n".join(lines))
+
+    def _adaptive_summary(self):
         layers = [layer for layer in topology.adaptive_layers(self) if layer.built]
         if not layers:
-            return
-        print_fn = kwargs.get("print_fn") or print
+            return []
         width = max(len(layer.name) for layer in layers) + 2
         lines = [
             "Adaptive layers (Keras counts the allocated capacity; units beyond the width are "
@@ -224,7 +247,7 @@ class _AdaptiveTrainingMixin:
         lines.append(
             f"Parameters at the active widths: {at_widths:,} (allocated: {self.count_params():,})"
         )
-        print_fn("\n".join(lines))
+        return lines
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -280,8 +303,8 @@ class _AdaptiveTrainingMixin:
             # TensorFlow, after the controller needs its graph: build it from the data first
             # (arrays, or the first batch of a PyDataset).
             sample = x
-            if isinstance(x, keras.utils.PyDataset) and len(x):
-                batch = x[0]
+            if isinstance(x, keras.utils.PyDataset):
+                batch = _first_batch(x)
                 sample = batch[0] if isinstance(batch, tuple) else batch
             leaves = keras.tree.flatten(sample) if sample is not None else []
             shape = getattr(leaves[0], "shape", None) if len(leaves) == 1 else None
@@ -450,5 +473,5 @@ def clone_model(model, input_tensors=None, clone_function=None, call_function=No
         return Model(clone.inputs, clone.outputs, name=clone.name, trainable=clone.trainable)
     raise ValueError(
         "`keras_awn.clone_model` clones Sequential and functional models. Received: "
-        f"model of type {type(model).__name__}"
+        f"model={type(model).__name__}"
     )

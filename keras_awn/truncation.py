@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_awn._engine import resize
 from keras_awn._engine import topology
+from keras_awn._engine import validation
 from keras_awn._engine.folding import fold_importance
 from keras_awn.layers.adaptive_rnn import is_adaptive_rnn
 from keras_awn.layers.adaptive_rnn import plain_recurrent_layer
@@ -33,19 +34,19 @@ def widths(model) -> dict:
     {'adaptive_dense': 87, 'adaptive_dense_1': 41}
     """
     layers = [layer for layer in topology.adaptive_layers(model) if layer.built]
-    names = [layer.name for layer in layers]
-    # Layers sharing a name (the forward and backward cells of a `Bidirectional`) are told
-    # apart by their paths.
-    return {
-        layer.path if names.count(layer.name) > 1 else layer.name: layer.active_units
-        for layer in layers
-    }
+    return {name: layer.active_units for layer, name in topology.display_names(layers).items()}
 
 
 def _own_classes(model):
     """Rebuilding `model` from its config finds its layers' classes, registered or not (a custom
     layer defined in a notebook is not)."""
-    classes = {type(layer).__name__: type(layer) for layer in topology.walk(model)}
+    classes = {
+        type(layer).__name__: type(layer)
+        for layer in topology.walk(model)
+        # Keras' and keras_awn's own classes resolve anyway: a user's class named like one
+        # of them must not stand in for it.
+        if not type(layer).__module__.startswith(("keras.", "keras_awn."))
+    }
     return keras.saving.custom_object_scope(classes)
 
 
@@ -71,12 +72,12 @@ def _kept_units(layer, fraction, requested):
         keep = requested.get(layer.name)
         if keep is None:
             return active
-        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= active:
+        if not validation.is_integer(keep) or not 1 <= keep <= active:
             raise ValueError(
                 f"`units['{layer.name}']` must be an integer between 1 and the layer's active "
                 f"width {active}. Received: units['{layer.name}']={keep!r}"
             )
-        return keep
+        return int(keep)
     # Drop floor(fraction * active) units; the small epsilon guards float rounding (0.3 * 10).
     dropped = int(math.floor(fraction * active + 1e-9))
     return max(active - dropped, 1)
@@ -114,11 +115,7 @@ def truncate(model, fraction: float | None = None, units: dict | None = None):
         )
     layers = topology.adaptive_layers(model)
     if fraction is not None:
-        if (
-            isinstance(fraction, bool)
-            or not isinstance(fraction, (int, float))
-            or not 0 <= fraction < 1
-        ):
+        if not validation.is_number(fraction) or not 0 <= fraction < 1:
             raise ValueError(
                 f"`fraction` must be a number in [0, 1). Received: fraction={fraction!r}"
             )

@@ -488,3 +488,44 @@ def test_fit_on_no_examples_is_refused_clearly():
     model = widened_model(width=8)
     with pytest.raises(ValueError, match="no training examples"):
         model.fit(np.zeros((0, 2), "float32"), np.zeros((0,), "int32"), verbose=0)
+
+
+def test_max_capacity_below_min_units_keeps_a_loadable_model(tmp_path):
+    x, y = helpers.spiral_data(64)
+    model = keras_awn.Sequential([
+        keras.Input((2,)),
+        keras_awn.layers.AdaptiveDense(16, min_units=16, activation="relu", name="floor"),
+        keras.layers.Dense(2)])
+    helpers.compile_classifier(model)
+    model.fit(x, y, epochs=1, verbose=0,
+              callbacks=[keras_awn.callbacks.WidthController(max_capacity=8, search_every=None)])
+    assert model.get_layer("floor").capacity >= 16  # the width never goes below min_units
+    path = str(tmp_path / "floor.keras")
+    model.save(path)
+    assert keras_awn.widths(keras.saving.load_model(path)) == keras_awn.widths(model)
+
+
+def test_an_ignored_ctrl_c_stays_ignored_inside_a_reallocation(monkeypatch):
+    from keras_awn._engine import interrupts
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_atomic_save_keeps_symbolic_links_and_the_usual_file_mode(tmp_path):
+    model = widened_model(width=8)
+    target = tmp_path / "models" / "model.keras"
+    target.parent.mkdir()
+    link = tmp_path / "latest.keras"
+    link.symlink_to(target)
+    model.save(str(link))
+    assert link.is_symlink() and target.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as `open` creates files
+    assert keras_awn.widths(keras.saving.load_model(str(link))) == keras_awn.widths(model)

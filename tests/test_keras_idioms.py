@@ -310,3 +310,53 @@ def test_a_fit_warns_about_as_much_as_plain_keras():
         keras.Input((2,)), keras.layers.Dense(16, activation="relu"),
         keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]), x, y)
     assert adaptive <= plain + 10, (adaptive, plain)
+
+
+def test_a_plain_keras_model_without_n_is_told_who_infers_it():
+    x, y = helpers.spiral_data(64)
+    inputs = keras.Input((2,))
+    hidden = keras_awn.layers.AdaptiveDense(8, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    helpers.compile_classifier(model)
+    with pytest.raises(ValueError, match="infers it only in `keras_awn.Model` and `keras_awn.Sequential`"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_awn.callbacks.WidthController()])
+
+
+def test_reading_bfloat16_values():
+    from keras_awn._engine import running_state
+
+    tensor = ops.cast(ops.convert_to_tensor(np.array([1.5, -2.0], "float32")), "bfloat16")
+    np.testing.assert_array_equal(running_state.host_value(tensor).astype("float32"), [1.5, -2.0])
+
+
+def test_the_width_logs_tell_the_directions_of_a_bidirectional_layer_apart():
+    sequences = np.random.default_rng(0).normal(size=(64, 5, 3)).astype("float32")
+    labels = (sequences[:, 0, 0] > 0).astype("int32")
+    model = keras_awn.Sequential([
+        keras.Input((5, 3)),
+        keras.layers.Bidirectional(keras.layers.RNN(keras_awn.layers.AdaptiveRNNCell(4))),
+        keras.layers.Dense(2)])
+    helpers.compile_classifier(model)
+    history = model.fit(sequences, labels, epochs=1, verbose=0)
+    logged = [key for key in history.history if key.endswith("_width")]
+    assert len(logged) == 4
+    assert {key[: -len("_width")] for key in logged} == set(keras_awn.widths(model))
+
+
+def test_an_unbuilt_sequential_model_builds_from_a_dataset_with_only_num_batches():
+    x, y = helpers.spiral_data(128)
+
+    class Batches(keras.utils.PyDataset):
+        @property
+        def num_batches(self):
+            return 4
+
+        def __getitem__(self, index):
+            return x[32 * index : 32 * (index + 1)], y[32 * index : 32 * (index + 1)]
+
+    model = keras_awn.Sequential([
+        keras_awn.layers.AdaptiveDense(8, activation="relu", name="hidden"), keras.layers.Dense(2)])
+    helpers.compile_classifier(model)
+    controller = keras_awn.callbacks.WidthController(num_examples=128)
+    history = model.fit(Batches(), epochs=1, verbose=0, callbacks=[controller])
+    assert "hidden_width" in history.history

@@ -188,7 +188,8 @@ class CapacityPolicy:
         diverging width parameter cannot exhaust memory)."""
         limit = upper_units(layer)
         if self.max_capacity is not None:
-            limit = min(limit, self.max_capacity)
+            # A capacity holds at least the layer's `min_units` (its width never goes below).
+            limit = min(limit, max(self.max_capacity, layer.min_units))
         return limit
 
     def floor(self, layer) -> int:

@@ -16,14 +16,17 @@ def deferred():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: left alone
+        yield
+        return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
         if received:
-            if callable(previous):
-                previous(signal.SIGINT, received[0])
-            elif previous != signal.SIG_IGN:
-                raise KeyboardInterrupt
+            # Delivered again to the handler it was meant for (Python's raises
+            # KeyboardInterrupt; the default one ends the process; an ignored one does nothing).
+            signal.raise_signal(signal.SIGINT)

@@ -53,7 +53,7 @@ def multi_head_attention_projections(attention):
     )
 
 
-def reset_running_state(model) -> None:
+def reset_running_state(model, start=False) -> None:
     """On JAX, makes the state a running `fit` falls back on the model's current variables.
 
     Keras' JAX trainer takes the variables' values out of them (purges them) at a step, keeps
@@ -63,8 +63,15 @@ def reset_running_state(model) -> None:
     mismatch), or none at all in the first step of a `fit` (Keras clears it after each `fit`):
     the purged variables stay empty and the model is lost. From here on it holds the current
     values. Called with the variables in sync only (their values are there).
+
+    Args:
+        model: the model.
+        start: set the state even when there is none (before the first step of a `fit`);
+            otherwise only a state that exists is refreshed (after a reallocation).
     """
     if keras.backend.backend() != "jax" or not getattr(model, "_jax_state_synced", True):
+        return
+    if not start and getattr(model, "_jax_state", None) is None:
         return
     optimizer = getattr(model, "optimizer", None)
     model._jax_state = {

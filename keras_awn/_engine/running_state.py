@@ -9,6 +9,7 @@ import functools
 
 import keras
 import numpy as np
+from keras import ops
 
 
 def _running_arrays(model, variables):
@@ -40,6 +41,9 @@ def host_value(variable) -> np.ndarray:
     read, hundreds of times per `fit` with warnings on. The backends' own conversions do not.
     """
     value = variable.value if isinstance(variable, keras.Variable) else variable
+    if "bfloat16" in str(getattr(value, "dtype", "")):
+        # numpy has no bfloat16: Keras' conversion goes through ml_dtypes.
+        return np.array(ops.convert_to_numpy(value), copy=True)
     if hasattr(value, "detach"):  # torch
         value = value.detach().cpu()
     if hasattr(value, "numpy"):  # torch, TensorFlow

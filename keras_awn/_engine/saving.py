@@ -4,7 +4,7 @@ atomic writes."""
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 import warnings
 
 from keras_awn._engine import keras_internals
@@ -73,13 +73,6 @@ def atomic_suffix(filepath):
     return next((suffix for suffix in ATOMIC_SUFFIXES if path.endswith(suffix)), None)
 
 
-def _file_mode():
-    """The mode a newly created file gets (0o666 less the umask), as `open` would give it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 @contextlib.contextmanager
 def atomic_write(filepath, suffix):
     """Yields a temporary path in `filepath`'s folder; once the block has written it, flushes it
@@ -89,16 +82,16 @@ def atomic_write(filepath, suffix):
     was (the rename is atomic on POSIX and Windows file systems); only a killed process leaves
     its temporary file (`.<name>.<random><suffix>`) behind.
     """
-    path = os.path.abspath(os.fspath(filepath))
+    # A symbolic link keeps pointing at the file it names: the file is replaced, not the link.
+    path = os.path.realpath(os.fspath(filepath))
     directory, name = os.path.split(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
-    os.close(descriptor)
+    temporary = _new_file(directory, f".{name}.", suffix)
     try:
         yield temporary
-        with open(temporary, "rb") as written:
+        with open(temporary, "r+b") as written:
             os.fsync(written.fileno())
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else _file_mode()
-        os.chmod(temporary, mode)
+        if os.path.exists(path):
+            os.chmod(temporary, os.stat(path).st_mode & 0o777)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -111,6 +104,18 @@ def atomic_write(filepath, suffix):
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def _new_file(directory, prefix, suffix):
+    """Creates an empty file with a random name in `directory`; returns its path. Created as
+    `open` creates files (mode 0o666 less the umask), unlike `tempfile.mkstemp` (0o600)."""
+    while True:
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return path
 
 
 def repair_backup_metadata(backup):

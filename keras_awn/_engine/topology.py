@@ -364,6 +364,13 @@ def _mask_normalization(layer, producer) -> None:
         constraint.producer.value = producer
 
 
+def display_names(layers) -> dict:
+    """`{layer: name}` for `layers`: each layer's name, or its path where several layers share a
+    name (the forward and backward cells of a `Bidirectional`)."""
+    names = [layer.name for layer in layers]
+    return {layer: layer.path if names.count(layer.name) > 1 else layer.name for layer in layers}
+
+
 def adaptive_layers(model) -> list:
     """All adaptive layers of `model` (nested ones included), in the order they are applied."""
     return [layer for layer in walk(model) if isinstance(layer, AdaptiveWidthLayer)]

@@ -92,3 +92,11 @@ def rebuild_step_functions(model) -> None:
         model.make_test_function(force=True)
     if hasattr(model, "make_predict_function"):
         model.predict_function = None
+    # Counted for custom loops that compile their own step (`step_changes`).
+    object.__setattr__(model, "_keras_awn_step_changes", step_changes(model) + 1)
+
+
+def step_changes(model) -> int:
+    """How many times `model`'s compiled steps had to be rebuilt (new variables or new trace
+    constants), by a reallocation, a `WidthController` or `WidthAnnealing`."""
+    return getattr(model, "_keras_awn_step_changes", 0)

@@ -9,16 +9,18 @@ import numbers
 
 
 def is_integer(value) -> bool:
+    """An integer (a Python or numpy one; not a boolean)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_number(value) -> bool:
-    """A finite real number (not a boolean)."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    """A finite real number (a Python or numpy one; not a boolean)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def check_int(name: str, value, minimum: int = 1, allow_none: bool = False):

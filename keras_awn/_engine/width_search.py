@@ -32,7 +32,6 @@ from keras import ops
 
 from keras_awn._engine import interrupts
 from keras_awn._engine import running_state
-
 from keras_awn._engine import topology
 
 # The search does not judge narrower widths, and moves a narrower layer up to it: with the

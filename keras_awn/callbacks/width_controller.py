@@ -151,11 +151,11 @@ class WidthController(keras.callbacks.Callback):
             `layer`, `width`, `old_capacity`, `new_capacity` and `reason` (`"grow"`, `"regrow"`,
             `"shrink"` or `"settle"`).
         rebuilds: number of times the compiled step functions were rebuilt by a reallocation.
-        step_changes: number of times a compiled step had to be made anew: the reallocations,
-            and the changes of a value the step reads (N, the width warm-up, the stochastic
-            prefixes' end). `fit` rebuilds its steps itself; a custom loop that compiles its
-            step (`jax.jit`, `tf.function`) compiles it again when this changes
-            (docs/custom-loops.md).
+        step_changes: number of times the model's compiled steps had to be made anew: the
+            reallocations, and the changes of a value the step reads (N, the width warm-up,
+            the stochastic prefixes' end, `WidthAnnealing`'s prior scale). `fit` rebuilds its
+            steps itself; a custom loop that compiles its step (`jax.jit`, `tf.function`)
+            compiles it again when this changes (docs/custom-loops.md).
         searches: list of dicts, one per width change of the search, with keys `epoch`,
             `step`, `layer`, `width`, `new_width` and `final` (the change that ends the search).
         reallocation_seconds: wall time spent reallocating (the next step's recompilation is
@@ -254,7 +254,6 @@ class WidthController(keras.callbacks.Callback):
         )
         self.reallocations = []
         self.rebuilds = 0
-        self.step_changes = 0
         self.reallocation_seconds = 0.0
         # Set by keras_awn.Model.fit from its inputs; an explicit num_examples wins.
         self.inferred_num_examples = None
@@ -350,7 +349,7 @@ class WidthController(keras.callbacks.Callback):
             layer.training_state.controlled = True
             layer.training_state.capacity.recent_widths = []
         # N is a constant of the traced step.
-        self._set_trace_constants(
+        training_state.set_trace_constants(
             model,
             [(layer.training_state, "num_examples", num_examples) for layer in self._layers],
         )
@@ -361,16 +360,18 @@ class WidthController(keras.callbacks.Callback):
         self._set_prefix_training(True)
         self._check(model)
 
-    def _set_trace_constants(self, model, assignments):
-        """`training_state.set_trace_constants`, counting the changes in `step_changes`."""
-        if training_state.set_trace_constants(model, assignments):
-            self.step_changes += 1
+    @property
+    def step_changes(self) -> int:
+        """How many times the model's compiled steps had to be made anew (see the class
+        docstring); counted on the model, so `WidthAnnealing`'s changes count too."""
+        model = getattr(self, "_model", None)
+        return training_state.step_changes(model) if model is not None else 0
 
     def _fix_frozen_widths(self, model):
         """Tells each frozen layer (`trainable = False`) its width, a constant for this fit."""
         layers = [layer for layer in self._layers if layer.built]
         values = running_state.current_values(model, [layer.width_parameter for layer in layers])
-        self._set_trace_constants(
+        training_state.set_trace_constants(
             model,
             [
                 (
@@ -384,7 +385,7 @@ class WidthController(keras.callbacks.Callback):
 
     def _set_width_frozen(self, frozen):
         """Freezes or releases the width parameters (a constant of the traced step)."""
-        self._set_trace_constants(
+        training_state.set_trace_constants(
             self.model,
             [(layer.training_state, "width_frozen", frozen) for layer in self._layers],
         )
@@ -427,7 +428,7 @@ class WidthController(keras.callbacks.Callback):
 
     def _set_prefix_training(self, enabled):
         """Switches the stochastic prefixes on or off (a constant of the traced step)."""
-        self._set_trace_constants(
+        training_state.set_trace_constants(
             self.model,
             [(layer.training_state, "prefix_training", enabled) for layer in self._layers],
         )
@@ -455,7 +456,7 @@ class WidthController(keras.callbacks.Callback):
             model = self.model
             self._fix_frozen_widths(model)
             # A Ctrl-C during the first step's compilation must not lose the model (JAX).
-            keras_internals.reset_running_state(model)
+            keras_internals.reset_running_state(model, start=True)
         # Checked at the beginning of a batch: the end-of-batch hook would make Keras dispatch
         # every batch's callbacks synchronously.
         if self._steps and self._steps % self.check_every == 0:
@@ -474,8 +475,8 @@ class WidthController(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._check(self._model)
         if logs is not None:
-            for layer in self._layers:
-                logs[f"{layer.name}_width"] = self._active_units(layer)
+            for layer, name in topology.display_names(self._layers).items():
+                logs[f"{name}_width"] = self._active_units(layer)
 
     @_raises_no_stop_iteration
     def on_train_end(self, logs=None):
@@ -484,6 +485,7 @@ class WidthController(keras.callbacks.Callback):
             self._set_width_frozen(False)
         for layer in self._layers:
             layer.training_state.controlled = False
+            layer.training_state.frozen_units = None
 
     # -- Checking -------------------------------------------------------------------------------
 
@@ -620,7 +622,6 @@ class WidthController(keras.callbacks.Callback):
         old = {layer: layer.capacity for layer in plan}
         resize.resize(model, plan, self._links)
         self.rebuilds += 1
-        self.step_changes += 1
         self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
             layer.training_state.capacity.reallocated(reasons[layer])
