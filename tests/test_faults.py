@@ -169,6 +169,16 @@ def test_an_exception_inside_the_swap_leaves_the_model_as_it_was(monkeypatch, tm
 
 
 def test_ctrl_c_inside_the_swap_is_delivered_once_the_model_is_consistent(monkeypatch):
+    # Python's own Ctrl-C handler, as in a terminal (a process started in the background by a
+    # non-interactive shell, as `make test` starts the suite, inherits SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_inside_the_swap(monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_inside_the_swap(monkeypatch):
     x, y = helpers.spiral_data(128)
     model = widened_model(width=8)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
