@@ -21,6 +21,7 @@ import inspect
 import math
 import os
 import random
+import warnings
 
 import keras
 import numpy as np
@@ -151,11 +152,31 @@ class _AdaptiveTrainingMixin:
         renamed over it: a process killed while saving, a full disk or an error leaves the
         previous file intact (`ModelCheckpoint` saves through here).
         """
+        self._warn_if_rebuilt_from_defaults()
         suffix = saving.atomic_suffix(filepath)
         if suffix != ".keras" or zipped is False or (not overwrite and os.path.exists(filepath)):
             return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
         with saving.atomic_write(filepath, suffix) as temporary:
             return super().save(temporary, overwrite=True, zipped=zipped, **kwargs)
+
+    def _warn_if_rebuilt_from_defaults(self):
+        """Warns when a subclassed model without a `get_config` of its own is saved: loading
+        rebuilds it with its constructor's defaults, at other capacities than the file's
+        once its layers were reallocated, and Keras' error then names no cause."""
+        if isinstance(self, keras.Sequential) or topology.functional_graph(self) is not None:
+            return
+        if type(self).get_config is not keras.Model.get_config:
+            return
+        if any(True for _ in topology.adaptive_layers(self)):
+            warnings.warn(
+                f"Model '{self.name}' ({type(self).__name__}) subclasses keras_awn.Model without "
+                "a `get_config` of its own: `keras.saving.load_model` rebuilds it with its "
+                "constructor's defaults, whose adaptive layers have other capacities than the "
+                "file's once they were reallocated, and the file will not load. Serialize the "
+                "adaptive block in `get_config` and restore it in `from_config` "
+                "(docs/saving.md, 'Subclassed models').",
+                stacklevel=3,
+            )
 
     def save_weights(self, filepath, overwrite=True, max_shard_size=None):
         """Saves the weights as `keras.Model.save_weights` does, atomically for a local

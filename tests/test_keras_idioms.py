@@ -360,3 +360,23 @@ def test_an_unbuilt_sequential_model_builds_from_a_dataset_with_only_num_batches
     controller = keras_awn.callbacks.WidthController(num_examples=128)
     history = model.fit(Batches(), epochs=1, verbose=0, callbacks=[controller])
     assert "hidden_width" in history.history
+
+
+def test_saving_a_subclassed_model_without_get_config_warns_naming_the_cause(tmp_path):
+    class NoConfig(keras_awn.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.mlp = keras_awn.layers.AdaptiveMLP(output_units=2)
+
+        def call(self, inputs):
+            return self.mlp(inputs)
+
+    x, y = helpers.spiral_data(64)
+    model = helpers.compile_classifier(NoConfig())
+    model.fit(x, y, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="without a `get_config` of its own"):
+        model.save(str(tmp_path / "no_config.keras"))
+    functional = spiral_classifier(functional=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        functional.save(str(tmp_path / "functional.keras"))  # its config is its graph: no warning
