@@ -3,7 +3,7 @@
 import importlib.util
 
 # As in Keras' own conftest: torch must be imported before tensorflow in a process holding both
-# (tensorflow_probability, the distributions' oracle, loads TensorFlow's libraries).
+# (Keras imports TensorFlow, when installed, to serialize objects on every backend).
 if importlib.util.find_spec("torch") is not None:
     import torch  # noqa: F401
 
