@@ -3,6 +3,7 @@ frozen layers, interrupted reallocations, killed saves, non-finite and extreme w
 
 Each test was checked to fail with the fix it guards taken out (the docs' table says how)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -168,17 +169,24 @@ def test_an_exception_inside_the_swap_leaves_the_model_as_it_was(monkeypatch, tm
     assert keras_awn.widths(keras.saving.load_model(path)) == keras_awn.widths(model)
 
 
-def test_ctrl_c_inside_the_swap_is_delivered_once_the_model_is_consistent(monkeypatch):
-    # Python's own Ctrl-C handler, as in a terminal (a process started in the background by a
-    # non-interactive shell, as `make test` starts the suite, inherits SIGINT ignored).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+@contextlib.contextmanager
+def sigint_handler(handler):
+    """`handler` for SIGINT inside the block, the previous one after it."""
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        _ctrl_c_inside_the_swap(monkeypatch)
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _ctrl_c_inside_the_swap(monkeypatch):
+def test_ctrl_c_inside_the_swap_is_delivered_once_the_model_is_consistent(monkeypatch):
+    # Python's own Ctrl-C handler, as in a terminal (a process started in the background by a
+    # non-interactive shell, as `make test` starts the suite, inherits SIGINT ignored).
+    with sigint_handler(signal.default_int_handler):
+        ctrl_c_inside_the_swap(monkeypatch)
+
+
+def ctrl_c_inside_the_swap(monkeypatch):
     x, y = helpers.spiral_data(128)
     model = widened_model(width=8)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[frozen_controller()])
@@ -518,13 +526,10 @@ def test_max_capacity_below_min_units_keeps_a_loadable_model(tmp_path):
 def test_an_ignored_ctrl_c_stays_ignored_inside_a_reallocation(monkeypatch):
     from keras_awn._engine import interrupts
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with sigint_handler(signal.SIG_IGN):
         with interrupts.deferred():
             os.kill(os.getpid(), signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_an_atomic_save_keeps_symbolic_links_and_the_usual_file_mode(tmp_path):
