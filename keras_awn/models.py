@@ -167,7 +167,7 @@ class _AdaptiveTrainingMixin:
             return
         if type(self).get_config is not keras.Model.get_config:
             return
-        if any(True for _ in topology.adaptive_layers(self)):
+        if topology.adaptive_layers(self):
             warnings.warn(
                 f"Model '{self.name}' ({type(self).__name__}) subclasses keras_awn.Model without "
                 "a `get_config` of its own: `keras.saving.load_model` rebuilds it with its "

@@ -59,4 +59,4 @@ def test_the_block_runs_as_written(code, tmp_path, monkeypatch):
     model = namespace.get("model")
     if isinstance(model, keras.Model) and model.built and keras_awn.adaptive_layers(model):
         for layer in keras_awn.adaptive_layers(model):
-            assert 1 <= layer.active_units <= layer.capacity
+            assert layer.active_units in range(1, layer.capacity + 1)
