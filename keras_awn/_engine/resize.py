@@ -290,19 +290,18 @@ def resize(model, new_capacities: dict, links: dict | None = None) -> None:
     # with Ctrl-C held back until the model is consistent again; anything else raised inside
     # the swap puts the old variables back.
     swaps = [_Swap(layer, old, new) for layer, old, new in swaps]
-    readers = [
-        reader
+    readers = {
+        producer: list(links[producer].consumers) + list(links[producer].passthrough)
         for producer in new_capacities
-        for reader in list(links[producer].consumers) + list(links[producer].passthrough)
-    ]
-    before = _Snapshot(model, new_capacities, readers)
+    }
+    before = _Snapshot(model, new_capacities, [r for group in readers.values() for r in group])
     with interrupts.deferred():
         try:
             for swap in swaps:
                 swap.apply()
             for producer, capacity in new_capacities.items():
                 producer.capacity = capacity
-                for reader in list(links[producer].consumers) + list(links[producer].passthrough):
+                for reader in readers[producer]:
                     _update_input_metadata(reader, capacity)
             if optimizer is not None:
                 model.optimizer = optimizer

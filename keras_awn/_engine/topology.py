@@ -341,11 +341,6 @@ class UnitMaskConstraint(keras.constraints.Constraint):
         producer = self.producer.value
         if producer is None or not producer.built:
             return w
-        frozen_units = producer.training_state.frozen_units
-        if frozen_units is not None:
-            # A frozen producer's width parameter is out of the optimizer's reach (JAX).
-            index = ops.arange(producer.capacity, dtype="float32")
-            return w * ops.cast(index < frozen_units, w.dtype)
         return w * ops.cast(producer.unit_mask(), w.dtype)
 
     def get_config(self):

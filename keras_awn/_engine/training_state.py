@@ -31,9 +31,10 @@ class TrainingState:
         compensated_readers: the ids of the layers given the paper's initialisation for reading
             this layer (`topology.compensate`), whose kernels are never redrawn again.
         frozen_units: while a `fit` runs with the layer frozen (`trainable = False`), its width
-            (a float), else None. Read by the compiled step's `topology.UnitMaskConstraint`:
-            on JAX the optimizer's update sees only trainable variables, so the width parameter
-            of a frozen layer cannot be read there, and a frozen width does not change.
+            (a float), else None. Read by the compiled step through `unit_mask()` (the
+            `topology.UnitMaskConstraint` of a BatchNormalization reader): on JAX the
+            optimizer's update sees only trainable variables, so the width parameter of a frozen
+            layer cannot be read there, and a frozen width does not change.
         resize_on_load: while a keras_awn model loads weights, a function
             `(layer, capacity)` that reallocates the layer to the capacity the file holds;
             None otherwise (a mismatch is then an error).

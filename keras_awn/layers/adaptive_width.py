@@ -382,8 +382,14 @@ class AdaptiveWidthLayer(keras.layers.Layer):
 
     def unit_mask(self):
         """1.0 for the active units, 0.0 beyond them; shape `(capacity,)`."""
+        index = ops.arange(self.capacity, dtype="float32")
+        frozen_units = self.training_state.frozen_units
+        if frozen_units is not None:
+            # Frozen: a constant of the fit. Also read where the width parameter is out of
+            # reach (on JAX, the optimizer's update sees only trainable variables).
+            return ops.cast(index < frozen_units, "float32")
         parameter = self.distribution.parameter(ops.stop_gradient(self.width_parameter.value))
-        return self._unit_mask_at(parameter, ops.arange(self.capacity, dtype="float32"))
+        return self._unit_mask_at(parameter, index)
 
     def _unit_mask_at(self, parameter, index):
         """`unit_mask` at the distribution's parameter (a tensor without gradient).
