@@ -18,6 +18,7 @@ from keras import ops
 import keras_awn
 from keras_awn._engine import resize
 from keras_awn._engine import topology
+from keras_awn._engine import training_state
 from tests import helpers
 from tests.families import FAMILIES
 from tests.test_layer_families import compiled
@@ -49,7 +50,7 @@ def test_a_frozen_layer_is_reallocated_without_skipping_batches(tmp_path):
     ])
     model.get_layer("frozen").trainable = False
     helpers.compile_classifier(model)
-    controller = keras_awn.callbacks.WidthController(check_every=2, settle_after=2)
+    controller = keras_awn.callbacks.WidthController(check_every=2, settle_after=2, rebuild_cost=0)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     assert steps_taken(model) == 2 * 1024 // 32  # no batch skipped
     assert any(event["layer"] == "frozen" for event in controller.reallocations)
@@ -203,28 +204,27 @@ def ctrl_c_inside_the_swap(monkeypatch):
     assert np.isfinite(history.history["loss"][-1])
 
 
-class InterruptFirstStepAfterReallocation:
+class InterruptFirstStepAfterReallocation(keras.callbacks.Callback):
     """Makes the first train step after the next reallocation raise KeyboardInterrupt, as a
-    Ctrl-C during its recompilation would."""
+    Ctrl-C during its recompilation would (on JAX the step recompiles inside that call)."""
 
     def __init__(self, model):
-        self.model, self.armed = model, False
-        original = model.make_train_function
+        super().__init__()
+        self.armed = False
+        self.changes = training_state.step_changes(model)
 
-        def make_train_function(force=False):
-            function = original(force=force)
-            if force and self.armed:
-                self.armed = False
-                compiled_step = model.train_function
+    def on_train_batch_begin(self, batch, logs=None):
+        model = self._model  # no JAX state sync: the interrupt comes from inside the step
+        if not self.armed or training_state.step_changes(model) == self.changes:
+            return
+        self.armed = False
+        compiled_step = model.train_function
 
-                def interrupted(*args, **kwargs):
-                    model.train_function = compiled_step
-                    raise KeyboardInterrupt
+        def interrupted(*args, **kwargs):
+            model.train_function = compiled_step
+            raise KeyboardInterrupt
 
-                model.train_function = interrupted
-            return function
-
-        model.make_train_function = make_train_function
+        model.train_function = interrupted
 
 
 def test_ctrl_c_during_the_recompilation_after_a_reallocation_keeps_the_model(tmp_path):
@@ -236,7 +236,7 @@ def test_ctrl_c_during_the_recompilation_after_a_reallocation_keeps_the_model(tm
         layer.width_parameter.assign(layer.distribution.raw_for_width(40, layer.quantile))
     interrupt.armed = True
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, epochs=1, verbose=0)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[interrupt])
     assert not interrupt.armed, "the interrupt was delivered"
     for layer in topology.adaptive_layers(model):
         assert layer.capacity > 16 and layer.kernel.shape[-1] == layer.capacity
@@ -491,7 +491,8 @@ def test_loaded_layers_may_hold_fewer_units_than_they_started_with(tmp_path):
         num_examples=100, check_every=4, growth_factor=3.0, grow_threshold=0.9,
         shrink_threshold=0.2, width_warmup_epochs=1, settle_after=None, settled_headroom=0.1,
         max_capacity=512, min_capacity=16, max_parameters=10**6, search_every=None,
-        search_tolerance=0.05, final_share=0.0, verbose=1),
+        search_tolerance=0.05, final_share=0.0, search_budget=0.25, rebuild_cost=2.5,
+        verbose=1),
     keras_awn.callbacks.WidthAnnealing(start_epoch=2, end_epoch=5, final_fraction=0.5),
 ], ids=["WidthController", "WidthAnnealing"])
 def test_callback_configs_round_trip(callback):

@@ -1,16 +1,30 @@
-"""When an adaptive layer's capacity changes: plain arithmetic on widths and capacities.
+"""When an adaptive layer's capacity changes: plain arithmetic on widths, capacities and seconds.
 
 No Keras here: the policy reads a layer's `capacity`, `min_units`, `max_units` and family
 `min_capacity` (any object with those attributes will do, so it is tested without building a
-model) and the widths the controller observed, kept per layer in a `CapacityRecord`. The
-`WidthController` callback applies its decisions (`keras_awn.callbacks`); its docstring describes
-the policy for users.
+model), the widths the controller observed, kept per layer in a `CapacityRecord`, and what
+training measured, kept per model in a `TrainingLedger`: the time of a step, the share of it spent
+on masked units and the cost of one rebuild of the compiled step. The `WidthController` callback
+feeds it and applies its decisions (`keras_awn.callbacks`); docs/capacity-policy.md states and
+proves what it guarantees.
+
+The rule, in the spirit of ski rental and dynamic arrays:
+
+- Growth cannot wait (a width above its capacity is clamped): a moving layer grows to
+  `growth_factor` times its width, a settled one by margins that double at each regrowth, so
+  between two reductions a layer grows O(log(max capacity / min capacity)) times.
+- A reduction (tightening a settled capacity, shrinking a wide one) only saves masked compute,
+  so it waits until the masked compute it would remove, accumulated since the last rebuild,
+  reaches `payback` times what a rebuild measurably costs. The rebuilds that reduce capacities
+  therefore cost at most `1 / payback` times the masked compute paid before them, and training
+  pays at most twice what the best schedule knowing the future would (ski rental,
+  `payback=1`).
 """
 
 import math
 
-# Tightening a settled capacity must free at least this many units.
-MIN_SETTLE_SAVING = 64
+# The reasons that only remove masked units: made once they have paid for themselves.
+REDUCTION_REASONS = ("shrink", "settle")
 # The reasons that add units (a parameter budget can hold them back).
 GROWTH_REASONS = ("grow", "regrow")
 # A width counts as settled when its last `settle_after` checks stay within this share of it.
@@ -21,8 +35,113 @@ MAX_WINDOW = 4096
 # GPU) handle such sizes best; on JAX/CPU an odd capacity like 269 ran an MLP's matrix products
 # about 12% slower than 264 (docs/performance.md).
 CAPACITY_MULTIPLE = 8
+# The most the steps between width searches are stretched while searches change nothing: a search
+# costs about as much as training the same number of examples as its probe scores, many times.
+MAX_SEARCH_BACKOFF = 8
 # A width standing for "more than any limit" (a width parameter whose width is infinite).
 UNBOUNDED = 2**53
+
+
+class TrainingLedger:
+    """What a model's training measured (what rebuilding its compiled step costs, what its masked
+    units cost) and when its width search last ran; lives with the model, so that repeated `fit`
+    calls behave like one long fit.
+
+    Attributes:
+        rebuild_seconds: the estimated cost of one rebuild (the reallocation and the
+            recompilation of the next step), or None before any measurement.
+        step_seconds: the time of one training step since the last rebuild (all of them: on
+            JAX, steps run asynchronously and one wait can hold several), or before it, or None.
+        masked_seconds: the compute spent since the last rebuild on the masked units that the
+            policy's reductions would remove: each step's time times the share of the weights
+            that belong to them.
+        rebuilds: the rebuilds recorded.
+        steps: the training steps the model ran, over all its `fit` calls.
+        step_version: the model's `step_changes` when its last step ran (a step that runs
+            after a change is compiled anew, and its time measures a rebuild).
+        last_search_step: the step at which the width search last ran, or None.
+        last_search_seconds: how long the last width search took.
+        seconds_since_search: the training time since the last width search (its steps,
+            compilations included).
+        search_backoff: the factor stretching the steps between searches: doubled by each
+            search that changes no width (up to `MAX_SEARCH_BACKOFF`), back to 1 by a change.
+    """
+
+    # Weight of a new measurement in the moving averages.
+    SMOOTHING = 0.5
+
+    def __init__(self, rebuild_seconds=None):
+        self.rebuild_seconds = rebuild_seconds
+        self.step_seconds = None
+        self.masked_seconds = 0.0
+        self._period = [0, 0.0]  # steps and seconds since the last rebuild
+        self.rebuilds = 0
+        self.step_version = None
+        self.steps = 0
+        self.last_search_step = None
+        self.last_search_seconds = 0.0
+        self.seconds_since_search = 0.0
+        self.search_backoff = 1
+
+    def searched(self, changed: bool, seconds: float = 0.0) -> None:
+        """A width search ran (at `steps`) for `seconds`; `changed`: whether it changed a
+        width."""
+        self.last_search_step = self.steps
+        self.last_search_seconds = float(seconds)
+        self.seconds_since_search = 0.0
+        self.search_backoff = 1 if changed else min(2 * self.search_backoff, MAX_SEARCH_BACKOFF)
+
+    def search_due(self, interval: int, budget: float | None = None) -> bool:
+        """Whether `interval` steps passed since the last search (or since the first one's
+        step was asked about) and, with a `budget`, whether training since then took at least
+        `1 / budget` times as long as that search (so searching takes at most `budget` times
+        the training time)."""
+        if self.last_search_step is None:
+            self.last_search_step = self.steps
+        if self.steps - self.last_search_step < interval:
+            return False
+        return budget is None or budget * self.seconds_since_search >= self.last_search_seconds
+
+    def trained(self, steps: int, seconds: float, masked_share: float) -> None:
+        """Records `steps` steps that took `seconds`, with `masked_share` of the weights in
+        masked units that a reduction would remove."""
+        if steps <= 0:
+            return
+        self._period[0] += steps
+        self._period[1] += seconds
+        self.step_seconds = self._period[1] / self._period[0]
+        self.masked_seconds += seconds * min(max(masked_share, 0.0), 1.0)
+
+    def compiled(self, seconds: float) -> None:
+        """Records one measured rebuild cost (`seconds`, reallocation and recompilation)."""
+        self.rebuild_seconds = self._averaged(self.rebuild_seconds, max(seconds, 0.0))
+
+    def rebuilt(self) -> None:
+        """A rebuild happened: the masked compute starts again from zero."""
+        self.masked_seconds = 0.0
+        self._period = [0, 0.0]
+        self.rebuilds += 1
+
+    def reduction_paid(self, payback: float) -> bool:
+        """Whether the masked compute paid since the last rebuild covers `payback` rebuilds.
+
+        Before anything was measured no step has been compiled, so a rebuild costs nothing.
+        """
+        if self.rebuild_seconds is None:
+            return self.step_seconds is None
+        return self.masked_seconds >= payback * self.rebuild_seconds
+
+    def _averaged(self, average, value):
+        if average is None:
+            return float(value)
+        return (1.0 - self.SMOOTHING) * average + self.SMOOTHING * float(value)
+
+    def __repr__(self):
+        return (
+            f"TrainingLedger(rebuild_seconds={self.rebuild_seconds}, "
+            f"step_seconds={self.step_seconds}, masked_seconds={self.masked_seconds:.4g}, "
+            f"rebuilds={self.rebuilds})"
+        )
 
 
 class CapacityRecord:
@@ -32,21 +151,39 @@ class CapacityRecord:
     Attributes:
         settled: whether the capacity was tightened around a settled width.
         recent_widths: the widths observed since the last reallocation (oldest first).
+        recent_steps: the model's training step at each of `recent_widths`.
         regrowths: how many times the layer grew out of a settled capacity.
     """
 
     def __init__(self):
         self.settled = False
         self.recent_widths = []
+        self.recent_steps = []
         self.regrowths = 0
 
-    def observe(self, width: int) -> None:
+    def observe(self, width: int, step: int | None = None) -> None:
         self.recent_widths.append(int(width))
         del self.recent_widths[:-MAX_WINDOW]
+        if step is not None:
+            self.recent_steps.append(int(step))
+            del self.recent_steps[:-MAX_WINDOW]
+
+    def drift(self, window: int = 16):
+        """How fast the width grew over its last `window` observations (since the last
+        reallocation), in units per step (>= 0), or None without two observations at
+        different steps."""
+        if len(self.recent_steps) < 2 or len(self.recent_steps) != len(self.recent_widths):
+            return None
+        first = max(len(self.recent_steps) - window, 0)
+        steps = self.recent_steps[-1] - self.recent_steps[first]
+        if steps <= 0:
+            return None
+        return max(self.recent_widths[-1] - self.recent_widths[first], 0) / steps
 
     def reallocated(self, reason: str) -> None:
         """Updates the record after the layer's capacity changed for `reason`."""
         self.recent_widths = []
+        self.recent_steps = []
         if self.settled and reason in GROWTH_REASONS:
             self.regrowths += 1
         self.settled = reason in ("settle", "regrow")
@@ -84,6 +221,9 @@ class CapacityPolicy:
         settled_headroom: float in [0, 1), the margin kept above a settled width.
         max_capacity: int or None, the largest capacity any layer is given.
         min_capacity: int or None, the smallest capacity given (None: each layer's own).
+        payback: float > 0, how many rebuilds' worth of masked compute must be paid before a
+            rebuild that only removes masked units (`TrainingLedger.reduction_paid`; the
+            controller applies it: `decide` proposes reductions whenever the widths allow).
     """
 
     def __init__(
@@ -95,6 +235,7 @@ class CapacityPolicy:
         settled_headroom: float = 0.02,
         max_capacity: int | None = 8192,
         min_capacity: int | None = None,
+        payback: float = 1.0,
     ):
         self.growth_factor = float(growth_factor)
         self.grow_threshold = float(grow_threshold)
@@ -103,11 +244,22 @@ class CapacityPolicy:
         self.settled_headroom = float(settled_headroom)
         self.max_capacity = max_capacity
         self.min_capacity = min_capacity
+        self.payback = float(payback)
 
-    def decide(self, layer, record: CapacityRecord, width: int):
+    def decide(
+        self,
+        layer,
+        record: CapacityRecord,
+        width: int,
+        economic_margin: float | None = None,
+    ):
         """`(capacity, reason)`: what the policy does with `layer` at `width`.
 
         `reason` is `"grow"`, `"regrow"`, `"shrink"`, `"settle"` or None (the capacity stays).
+        A reduction (`REDUCTION_REASONS`) is a proposal: it is made once it has paid for itself
+        (`TrainingLedger.reduction_paid`, weighed by the caller).
+        `economic_margin`: the margin a regrowth or a settling keeps at least (see
+        `economic_margin`), or None.
         """
         capacity = layer.capacity
         limit = self.limit(layer)
@@ -126,7 +278,7 @@ class CapacityPolicy:
         grows = (width >= grow_at if settled else width > grow_at) and capacity < self.limit(layer)
         if grows:
             if settled and settle_after is not None and len(recent) >= settle_after:
-                regrown = self.regrown_capacity(layer, record, width)
+                regrown = self.regrown_capacity(layer, record, width, economic_margin)
                 if regrown is not None:
                     return regrown, "regrow"
             return self.reallocated_capacity(layer, width), "grow"
@@ -138,13 +290,13 @@ class CapacityPolicy:
             window = recent[-settle_after:]
             high = max(window)
             if high - min(window) <= self.settle_band(high):
+                settled = self.settled_capacity(high, economic_margin)
                 target = min(
-                    bounded(layer, max(self.settled_capacity(high), self.floor(layer))),
-                    self.limit(layer),
+                    bounded(layer, max(settled, self.floor(layer))), self.limit(layer)
                 )
-                # Tighten only when it saves a fifth of the capacity and more than a few units:
-                # each change rebuilds the step, and a few masked units cost less than that.
-                if capacity >= 1.25 * target and capacity - target >= MIN_SETTLE_SAVING:
+                # However little it saves: the masked compute it removes must pay for the
+                # rebuild first (TrainingLedger.reduction_paid).
+                if target < capacity:
                     return target, "settle"
         return capacity, None
 
@@ -168,17 +320,36 @@ class CapacityPolicy:
     def settle_margin(self, width: int) -> int:
         return max(2, math.ceil(self.settled_headroom * width))
 
-    def settled_capacity(self, width: int) -> int:
+    def settled_capacity(self, width: int, economic_margin=None) -> int:
         """The capacity a layer settled at `width` gets (before its `min_capacity` and
-        `max_units` apply): the width plus `max(2, settled_headroom * width)` units, rounded up
-        to a multiple of 8."""
-        return aligned(width + self.settle_margin(width))
+        `max_units` apply): the width plus `max(2, settled_headroom * width)` units, or the
+        `economic_margin` of a width still drifting up if larger, rounded up to a multiple
+        of 8."""
+        margin = self.settle_margin(width)
+        if economic_margin is not None:
+            margin = max(margin, math.ceil(economic_margin))
+        return aligned(width + margin)
 
-    def regrown_capacity(self, layer, record: CapacityRecord, width: int):
+    def economic_margin(self, record: CapacityRecord, rebuild_seconds, unit_seconds):
+        """The margin that makes a drifting width's next regrowth cost what its masked units
+        cost meanwhile (the economic order quantity): with the width growing `v` units per
+        step, a margin `h` lasts `h / v` steps and masks `h / 2` units on average, at
+        `unit_seconds` each per step; `h = sqrt(2 * rebuild_seconds * v / unit_seconds)`
+        balances the two. `v` is read over the last `settle_after` checks. None when the
+        drift or a cost is unknown."""
+        drift = record.drift(self.settle_after or 16)
+        if not drift or not rebuild_seconds or not unit_seconds:
+            return None
+        return math.sqrt(2.0 * rebuild_seconds * drift / unit_seconds)
+
+    def regrown_capacity(self, layer, record: CapacityRecord, width: int, economic_margin=None):
         """The capacity of a settled layer that reached it after staying settled: the width
         plus twice the margin of its previous regrowth (the first: twice the settled margin),
-        or None once that margin reaches what `growth_factor` gives (the layer is moving)."""
+        or the `economic_margin` if larger, or None once that margin reaches what
+        `growth_factor` gives (the layer is moving)."""
         margin = self.settle_margin(width) * 2 ** (record.regrowths + 1)
+        if economic_margin is not None:
+            margin = max(margin, math.ceil(economic_margin))
         if width + margin >= self.growth_factor * width:
             return None
         return min(bounded(layer, aligned(width + margin)), self.limit(layer))

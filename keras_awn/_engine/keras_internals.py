@@ -21,6 +21,7 @@ __all__ = [
     "multi_head_attention_projections",
     "own_variables",
     "reset_running_state",
+    "retraces_on_new_shapes",
 ]
 
 
@@ -82,3 +83,19 @@ def reset_running_state(model, start=False) -> None:
         ),
         "metrics_variables": [v.value for v in model.metrics_variables],
     }
+
+
+def retraces_on_new_shapes(model) -> bool:
+    """Whether `model`'s compiled steps trace themselves again when its variables change shape,
+    keeping what they compiled for shapes seen before: JAX's `jit` (Keras' JAX trainer jits its
+    step functions once, in `make_*_function`), without a distribution (whose steps carry the
+    variables' layouts) and not run eagerly. TensorFlow's `tf.function` captures variables by
+    reference and would keep training the old ones; torch compiles nothing."""
+    from keras.src.distribution import distribution_lib
+
+    return (
+        keras.backend.backend() == "jax"
+        and distribution_lib.distribution() is None
+        and not getattr(model, "run_eagerly", False)
+        and bool(getattr(model, "jit_compile", False))
+    )

@@ -19,7 +19,8 @@ on. The procedure
    surviving units keep their moments, new units start at zero, `iterations` is kept.
 6. Force-rebuild the train, test and predict functions (TF would keep training the old,
    captured variables). On JAX, the state a running `fit` writes back when it ends becomes
-   the new variables' (`keras_internals.reset_running_state`).
+   the new variables' (`keras_internals.reset_running_state`), and the jitted functions are
+   kept: they trace again for new shapes and reuse what they compiled for shapes seen before.
 
 New units are masked (beyond the width) when created, so a reallocation does not change what the
 model computes.
@@ -339,10 +340,11 @@ class _Snapshot:
 
 def _after_variables_changed(model):
     """What every backend needs once variables were swapped: torch registers parameters anew,
-    JAX's fit restarts from the model's current values, the steps are rebuilt."""
+    JAX's fit restarts from the model's current values, the steps are rebuilt (on JAX they
+    retrace for the new shapes by themselves, keeping the shapes seen before)."""
     if keras.backend.backend() == "torch":
         # `model.parameters()` would keep the replaced tensors.
         for layer in model._flatten_layers(include_self=True):
             layer._track_variables()
     keras_internals.reset_running_state(model)
-    rebuild_step_functions(model)
+    rebuild_step_functions(model, new_shapes_only=True)

@@ -7,7 +7,9 @@ without rebuilding the step would silently keep training with the old value, so 
 goes through `set_trace_constants`, which rebuilds the step functions when something changed.
 """
 
+from keras_awn._engine import keras_internals
 from keras_awn._engine.capacity_policy import CapacityRecord
+from keras_awn._engine.capacity_policy import TrainingLedger
 
 
 class TrainingState:
@@ -82,12 +84,23 @@ def set_trace_constants(model, assignments) -> bool:
     return changed
 
 
-def rebuild_step_functions(model) -> None:
+def rebuild_step_functions(model, new_shapes_only=False) -> None:
     """Forces the train/test/predict functions to be rebuilt at their next use.
 
     Needed after any change a traced step would not see: new variables (TensorFlow captures them
     by reference) or new trace constants (`set_trace_constants`).
+
+    Args:
+        model: the model.
+        new_shapes_only: the change is new variables of new shapes and nothing else (a
+            reallocation). On JAX the step functions are then kept: `jax.jit` traces them again
+            for the new shapes by itself and keeps what it compiled for the shapes it has seen,
+            so a capacity seen before costs no compilation. (A model on a `keras.distribution`
+            is rebuilt: its steps carry the variables' layouts.)
     """
+    if new_shapes_only and keras_internals.retraces_on_new_shapes(model):
+        object.__setattr__(model, "_keras_awn_step_changes", step_changes(model) + 1)
+        return
     if getattr(model, "compiled", False):
         model.make_train_function(force=True)
         model.make_test_function(force=True)
@@ -101,3 +114,13 @@ def step_changes(model) -> int:
     """How many times `model`'s compiled steps had to be rebuilt (new variables or new trace
     constants), by a reallocation, a `WidthController` or `WidthAnnealing`."""
     return getattr(model, "_keras_awn_step_changes", 0)
+
+
+def training_ledger(model) -> TrainingLedger:
+    """`model`'s `TrainingLedger` (what its rebuilds and masked units cost), kept with the model
+    so that the capacity policy carries over from one `fit` call to the next; never saved."""
+    ledger = getattr(model, "_keras_awn_training_ledger", None)
+    if ledger is None:
+        ledger = TrainingLedger()
+        object.__setattr__(model, "_keras_awn_training_ledger", ledger)
+    return ledger

@@ -72,17 +72,30 @@ class WidthController(keras.callbacks.Callback):
 
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
     band of `max(2, 5%)` of it), its capacity is tightened to the top of that band plus a margin
-    of `max(2, settled_headroom * width)` units (rounded up to a multiple of 8), if that frees at
-    least a fifth of it and 64 units. So the masked units cost about `settled_headroom` of the
-    layer's work for the rest of training, at the price of one more rebuild. A settled layer
-    grows only when its width reaches the capacity. If it stayed settled for `settle_after`
-    checks first, it regrows by twice its previous margin and stays settled (`"regrow"`): a
-    width that drifts slowly upwards costs a few rebuilds, each further apart than the last,
-    and the margin adapts to the drift. Otherwise (it reached the capacity soon after
-    settling), or once the width plus the doubled margin would reach `growth_factor * width`,
-    it grows by `growth_factor` and is moving again. Each growth out of a settled capacity
-    doubles the checks the layer must wait before it settles or regrows again.
-    `settle_after=None` turns settling off.
+    of `max(2, settled_headroom * width)` units, or the economic margin (below) of a width still
+    drifting up if larger, rounded up to a multiple of 8. So the masked units cost about
+    `settled_headroom` of the layer's work for the rest of training, at the price of one more
+    rebuild.
+
+    A settled layer grows only when its width reaches the capacity. If it stayed settled for
+    `settle_after` checks first, it regrows and stays settled (`"regrow"`), by twice its
+    previous margin, or by more when its width drifts fast: the margin whose masked units cost,
+    until the width reaches it, what the rebuild costs (sqrt(2 x rebuild cost x drift / cost of
+    a masked unit), the economic order quantity). So a width that drifts upwards costs a few
+    rebuilds, each further apart than the last. Otherwise (it reached the capacity soon after
+    settling), or once the margin would reach `growth_factor * width`, it grows by
+    `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
+    checks the layer must wait before it settles or regrows again. `settle_after=None` turns
+    settling off.
+
+    A rebuild that only removes masked units (settling, shrinking) is made only once it has
+    paid for itself: when the compute spent on masked units since the last rebuild (each step's
+    time times the share of the weights that are masked) reaches what one rebuild costs (the
+    reallocation and the recompilation of the next step, both measured while training, or
+    `rebuild_cost`). So those rebuilds never cost more than the masked compute they end, and a
+    width that drifts cannot make the step recompile every epoch (docs/capacity-policy.md).
+    What the policy measured and remembers lives with the model: repeated `fit` calls behave
+    like one long fit (the width search's clock too).
 
     Reallocation keeps the model's outputs, the optimizer state of surviving units and the
     training trajectory unchanged (docs/architecture.md, "A reallocation").
@@ -132,9 +145,11 @@ class WidthController(keras.callbacks.Callback):
             that would exceed it is not made: the layers keep their capacity and their widths run
             at it, with a warning. Defaults to None (no budget).
         search_every: int >= 1, `"auto"` or None: the steps between width searches. `"auto"`
-            (default) searches every 128 steps, or about 16 times when the fit is shorter (at
-            most every 8 steps). None turns the search off: the widths then move only by the
-            gradient of layers with `width_learning="gradient"`.
+            (default) searches every 128 steps, or about 16 times when the model's training
+            (its earlier fits and this one) is shorter (at most every 8 steps); each search that
+            changes no width doubles the interval, up to 8 times, and a change restores it. The
+            steps count across `fit` calls. None turns the search off: the widths then move only
+            by the gradient of layers with `width_learning="gradient"`.
         search_tolerance: float in (0, 1), the share of what a layer adds (the probe's score
             lost when it is cut to nothing) a prefix of it may lose and still count as enough.
             Defaults to 0.01: a smaller tolerance keeps wider layers.
@@ -144,6 +159,17 @@ class WidthController(keras.callbacks.Callback):
             on. None (default) takes what `keras_awn.Model.fit` samples from its data (up to 2048
             examples from arrays, the first batch of a `keras.utils.PyDataset`); pass it for a
             plain `keras.Model` or for other datasets.
+        search_budget: float > 0 or None: a search runs only once the training steps since
+            the previous one took at least `1 / search_budget` times as long as it did, so that
+            searching takes at most `search_budget` times the training time. Defaults to 1.0
+            (a search every 128 steps usually takes much less; on wide layers or fast steps it
+            may not). None: the interval alone.
+        rebuild_cost: `"measured"` (default) or a number of seconds >= 0: what one rebuild of
+            the compiled step costs, against which the masked compute is weighed before a
+            rebuild that only removes masked units. `"measured"` times the reallocations and
+            the recompilation of the step after each one (before the first measurement, a
+            rebuild before the model's first step is free); 0 settles and shrinks as soon as
+            the widths allow.
         verbose: 0 (silent, default) or 1 (print each reallocation and width change).
 
     Attributes:
@@ -193,6 +219,8 @@ class WidthController(keras.callbacks.Callback):
         search_tolerance: float = 0.01,
         final_share: float = 0.2,
         probe_data=None,
+        search_budget: float | None = 1.0,
+        rebuild_cost="measured",
         verbose: int = 0,
     ):
         super().__init__()
@@ -232,6 +260,24 @@ class WidthController(keras.callbacks.Callback):
                 "`probe_data` must be None or a tuple `(x, y)` of training examples. "
                 f"Received: probe_data={type(probe_data).__name__}"
             )
+        if search_budget is not None and (
+            not validation.is_number(search_budget)
+            or not math.isfinite(search_budget)
+            or search_budget <= 0
+        ):
+            raise ValueError(
+                "`search_budget` must be None or a finite number > 0. "
+                f"Received: search_budget={search_budget!r}"
+            )
+        if rebuild_cost != "measured" and (
+            not validation.is_number(rebuild_cost)
+            or not math.isfinite(rebuild_cost)
+            or rebuild_cost < 0
+        ):
+            raise ValueError(
+                '`rebuild_cost` must be "measured" or a finite number of seconds >= 0. '
+                f"Received: rebuild_cost={rebuild_cost!r}"
+            )
         if verbose not in (0, 1):
             raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.num_examples = num_examples
@@ -242,6 +288,8 @@ class WidthController(keras.callbacks.Callback):
         self.search_every = search_every
         self.final_share = float(final_share)
         self.probe_data = probe_data
+        self.search_budget = None if search_budget is None else float(search_budget)
+        self.rebuild_cost = rebuild_cost if rebuild_cost == "measured" else float(rebuild_cost)
         self.search = width_search.WidthSearch(tolerance=search_tolerance)
         self.policy = capacity_policy.CapacityPolicy(
             growth_factor=growth_factor,
@@ -273,6 +321,15 @@ class WidthController(keras.callbacks.Callback):
         self._probe = None
         self._final = False
         self._warned_probe = False
+        # Timing of the steps, for the model's TrainingLedger (see `_time_steps`).
+        self._ledger = None
+        self._last_begin = None
+        self._step_compiled = False
+        self._steady_steps = 0
+        self._steady_seconds = 0.0
+        self._compile_seconds = None
+        self._search_seconds = 0.0
+        self._removable_shares = {}
 
     # The policy's settings, as the constructor named them.
     growth_factor = property(lambda self: self.policy.growth_factor)
@@ -347,7 +404,11 @@ class WidthController(keras.callbacks.Callback):
             )
         for layer in self._layers:
             layer.training_state.controlled = True
-            layer.training_state.capacity.recent_widths = []
+        self._ledger = training_state.training_ledger(model)
+        self._last_begin = None
+        self._steady_steps, self._steady_seconds = 0, 0.0
+        self._compile_seconds = None
+        self._removable_shares = {}
         # N is a constant of the traced step.
         training_state.set_trace_constants(
             model,
@@ -399,14 +460,22 @@ class WidthController(keras.callbacks.Callback):
 
     def _interval(self):
         """Steps between width searches: `search_every`, or with "auto" 128, fewer when the
-        fit is short, so that it searches about 16 times (at least every 8 steps)."""
+        model's whole training (its earlier fits and this one) is short, so that it searches
+        about 16 times (at least every 8 steps)."""
         if self.search_every != "auto":
             return self.search_every
         params = self.params or {}
         total = (params.get("steps") or 0) * (params.get("epochs") or 0)
         if not total:
             return SEARCH_EVERY
-        return min(SEARCH_EVERY, max(8, total // 16))
+        return min(SEARCH_EVERY, max(8, (self._ledger.steps + total) // 16))
+
+    def _search_steps(self):
+        """The steps until the next search: with "auto", the interval stretched while
+        searches change nothing (`TrainingLedger.search_backoff`)."""
+        if self.search_every != "auto":
+            return self._search_interval
+        return self._search_interval * self._ledger.search_backoff
 
     def _make_probe(self):
         """The probe of the width search, or None (with a warning) when there is no data."""
@@ -450,6 +519,9 @@ class WidthController(keras.callbacks.Callback):
 
     @_raises_no_stop_iteration
     def on_train_batch_begin(self, batch, logs=None):
+        started = time.perf_counter()
+        self._time_steps(started)
+        self._ledger.steps += 1
         if not self._steps:
             # After the other callbacks' `on_train_begin` (a `BackupAndRestore` may have loaded
             # other weights), before the first step is compiled.
@@ -466,13 +538,35 @@ class WidthController(keras.callbacks.Callback):
             and not self._final
             and self._epoch >= self.width_warmup_epochs
             and self._steps
-            and self._steps % self._search_interval == 0
+            and self._ledger.search_due(self._search_steps(), self.search_budget)
         ):
             self._search()
         self._steps += 1
+        # Whether the step about to run is compiled anew (a reallocation or a new trace
+        # constant since the previous one, or the model's first step).
+        version = training_state.step_changes(self._model)
+        self._step_compiled = version != self._ledger.step_version
+        self._ledger.step_version = version
+        self._last_begin = started
+
+    def _time_steps(self, now):
+        """Times the step that just ran (from the previous batch's start, without the width
+        searches): a step compiled anew measures a rebuild, the others the step time."""
+        if self._last_begin is not None:
+            elapsed = now - self._last_begin - self._search_seconds
+            self._ledger.seconds_since_search += elapsed
+            if self._step_compiled:
+                self._compile_seconds = elapsed
+            else:
+                self._steady_steps += 1
+                self._steady_seconds += elapsed
+        self._search_seconds = 0.0
 
     @_raises_no_stop_iteration
     def on_epoch_end(self, epoch, logs=None):
+        self._time_steps(time.perf_counter())
+        # The next epoch's first step is timed from its own start (validation runs between).
+        self._last_begin = None
         self._check(self._model)
         if logs is not None:
             for layer, name in topology.display_names(self._layers).items():
@@ -526,6 +620,7 @@ class WidthController(keras.callbacks.Callback):
             return
         plan, widths, reasons = {}, {}, {}
         diverged = []
+        observed = []
         for layer, value in zip(layers, values):
             if not math.isfinite(float(value)):
                 diverged.append(layer)
@@ -535,12 +630,34 @@ class WidthController(keras.callbacks.Callback):
             # limit like any width above it.
             width = int(min(layer.desired_units_on_host(float(value)), capacity_policy.UNBOUNDED))
             widths[layer] = width
+            observed.append(layer)
+        reductions = {}
+        for layer in observed:
+            width = widths[layer]
             record = layer.training_state.capacity
-            record.observe(width)
-            target, reason = self.policy.decide(layer, record, width)
-            if target != layer.capacity:
+            record.observe(width, self._ledger.steps)
+            margin = None
+            if record.drift(self.policy.settle_after or 16):
+                # For a regrowth, or a settling of a width that still drifts up.
+                margin = self.policy.economic_margin(
+                    record, self._rebuild_seconds(), self._unit_seconds(model, layer)
+                )
+            target, reason = self.policy.decide(layer, record, width, economic_margin=margin)
+            if target == layer.capacity:
+                continue
+            if (
+                reason in capacity_policy.REDUCTION_REASONS
+                and layer.capacity <= self.policy.limit(layer)
+            ):
+                reductions[layer] = (target, reason)
+            else:
+                # Growth cannot wait; nor can a layer above the limit (memory).
                 plan[layer], reasons[layer] = target, reason
                 self._warn_if_held(layer, width)
+        # A reduction only removes masked units: made once they have cost a rebuild.
+        if self._reduction_paid(model, {layer: c for layer, (c, _) in reductions.items()}):
+            for layer, (target, reason) in reductions.items():
+                plan[layer], reasons[layer] = target, reason
         if diverged:
             self._restore_width_parameters(diverged)
         if not plan:
@@ -560,11 +677,67 @@ class WidthController(keras.callbacks.Callback):
                 return
         self._reallocate(plan, widths, reasons)
 
+    def _reduction_paid(self, model, reductions):
+        """Books the steps timed since the previous check in the model's `TrainingLedger`, with
+        the masked units that `reductions` (`{layer: capacity}`) would remove, and says whether
+        they have paid for a rebuild."""
+        ledger = self._ledger
+        ledger.trained(
+            self._steady_steps, self._steady_seconds, self._removable_share(model, reductions)
+        )
+        self._steady_steps, self._steady_seconds = 0, 0.0
+        if self._compile_seconds is not None and ledger.step_seconds is not None:
+            ledger.compiled(self._compile_seconds - ledger.step_seconds)
+            self._compile_seconds = None
+        if self.rebuild_cost != "measured":
+            return ledger.masked_seconds >= self.policy.payback * self.rebuild_cost
+        return ledger.reduction_paid(self.policy.payback)
+
+    def _rebuild_seconds(self):
+        if self.rebuild_cost != "measured":
+            return self.rebuild_cost
+        return self._ledger.rebuild_seconds
+
+    def _unit_seconds(self, model, layer):
+        """What one masked unit of `layer` costs per step: the step time times its share of
+        the weights (its own and its readers')."""
+        step_seconds = self._ledger.step_seconds
+        if step_seconds is None:
+            return None
+        allocated = sum(math.prod(variable.shape) for variable in model.weights)
+        fewer = resize.parameter_count(model, {layer: layer.capacity - 1}, self._links)
+        return step_seconds * (allocated - fewer) / allocated
+
+    def _removable_share(self, model, reductions):
+        """The share of `model`'s weights that `reductions` would remove: what those masked
+        units cost of a step (exact for dense layers' matrix products)."""
+        if not reductions:
+            return 0.0
+        key = tuple((id(layer), layer.capacity, units) for layer, units in reductions.items())
+        share = self._removable_shares.get(key)
+        if share is None:
+            allocated = sum(math.prod(variable.shape) for variable in model.weights)
+            kept = resize.parameter_count(model, reductions, self._links)
+            share = 1.0 - kept / allocated if allocated else 0.0
+            self._removable_shares = {key: share}
+        return share
+
     def _search(self, final=False):
         """Runs the width search on every searching layer and applies its decisions.
 
         `final`: the search ends; each layer keeps what it needs (`WidthSearch.final_width`).
         """
+        started = time.perf_counter()
+        try:
+            changed = self._search_layers(final)
+        finally:
+            seconds = time.perf_counter() - started
+            self._search_seconds += seconds
+        if not final:
+            self._ledger.searched(changed, seconds)
+
+    def _search_layers(self, final):
+        """The search itself; returns whether it changed a width."""
         model = self.model  # on JAX this syncs the running state into the variables
         probe = self._probe
         full = probe.score(model)
@@ -586,7 +759,7 @@ class WidthController(keras.callbacks.Callback):
             if target != width:
                 decisions[layer] = (width, target)
         if not decisions:
-            return
+            return False
         # Room first: units the width newly covers must exist before their readers' rows are
         # zeroed (`set_width`).
         plan, reasons = {}, {}
@@ -615,6 +788,7 @@ class WidthController(keras.callbacks.Callback):
                     f"step {self._steps})"
                 )
         self._check(model)
+        return True
 
     def _reallocate(self, plan, widths, reasons):
         started = time.perf_counter()
@@ -622,6 +796,8 @@ class WidthController(keras.callbacks.Callback):
         old = {layer: layer.capacity for layer in plan}
         resize.resize(model, plan, self._links)
         self.rebuilds += 1
+        if self._ledger is not None:
+            self._ledger.rebuilt()
         self.reallocation_seconds += time.perf_counter() - started
         for layer, capacity in plan.items():
             layer.training_state.capacity.reallocated(reasons[layer])
@@ -722,5 +898,7 @@ class WidthController(keras.callbacks.Callback):
             "search_every": self.search_every,
             "search_tolerance": self.search_tolerance,
             "final_share": self.final_share,
+            "search_budget": self.search_budget,
+            "rebuild_cost": self.rebuild_cost,
             "verbose": self.verbose,
         }

@@ -159,3 +159,37 @@ def test_dense_reader_follows_the_new_width():
     assert dense.input_spec.axes[-1] == 30
     # The reader also works when called on its own at the new width.
     assert tuple(dense(np.ones((1, 30), "float32")).shape) == (1, 2)
+
+
+def test_capacities_seen_before_reuse_their_compiled_step(monkeypatch):
+    """A reallocation back to capacities trained before: on JAX no new trace (`jax.jit` keeps
+    the step it compiled for those shapes); on every backend the step trains the new variables
+    and predicts with them."""
+    x, y = helpers.spiral_data(256)
+    model = helpers.compile_classifier(helpers.sequential_model(initial_units=(8, 8)))
+    traces = []
+    train_step = type(model).train_step
+
+    def counted(self, *args, **kwargs):
+        traces.append(tuple(layer.capacity for layer in topology.adaptive_layers(self)))
+        return train_step(self, *args, **kwargs)
+
+    # On the class, as Keras' own: each `model.train_step` is a new bound method.
+    monkeypatch.setattr(type(model), "train_step", counted)
+    first, second = topology.adaptive_layers(model)
+    for capacities in ((16, 16), (24, 16), (16, 16), (24, 16)):
+        resize.resize(model, {first: capacities[0], second: capacities[1]})
+        before = [ops.convert_to_numpy(v).copy() for v in first.trainable_weights]
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[frozen_controller()])
+        after = [ops.convert_to_numpy(v) for v in first.trainable_weights]
+        assert after[0].shape[-1] == capacities[0]
+        assert not np.allclose(before[0], after[0]), "the new kernel trained"
+        twin = model.__class__.from_config(model.get_config())
+        twin.set_weights(model.get_weights())
+        np.testing.assert_allclose(
+            model.predict(x[:32], verbose=0), twin.predict(x[:32], verbose=0), atol=1e-6
+        )
+    if keras.backend.backend() == "jax":
+        assert sorted(set(traces)) == [(16, 16), (24, 16)] and len(traces) == 2, traces
+    else:
+        assert len(traces) >= 2

@@ -9,6 +9,7 @@ from keras import ops
 import keras_awn
 from keras_awn.callbacks import WidthController
 from keras_awn._engine import topology
+from keras_awn._engine import training_state
 from tests import helpers
 
 
@@ -41,6 +42,11 @@ def test_default_capacity_has_the_family_floor():
         ({"min_capacity": 0}, "min_capacity=0"),
         ({"min_capacity": 8.0}, "min_capacity=8.0"),
         ({"min_capacity": True}, "min_capacity=True"),
+        ({"rebuild_cost": -1}, "rebuild_cost=-1"),
+        ({"rebuild_cost": float("inf")}, "rebuild_cost=inf"),
+        ({"rebuild_cost": "fast"}, "rebuild_cost='fast'"),
+        ({"search_budget": 0}, "search_budget=0"),
+        ({"search_budget": float("nan")}, "search_budget=nan"),
     ],
 )
 def test_controller_rejects_bad_arguments(kwargs, message):
@@ -115,8 +121,11 @@ def test_width_warmup_freezes_the_width_then_releases_it():
 def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     x, y = helpers.spiral_data(256)
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(100, 100)))
-    # The width is frozen for the whole fit, so it is settled from the first check on.
-    controller = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
+    # The width is frozen for the whole fit, so it is settled from the first check on; a
+    # rebuild is counted as free (the measured cost: test_a_reduction_waits_until_...).
+    controller = WidthController(
+        check_every=1, settle_after=4, width_warmup_epochs=10, rebuild_cost=0
+    )
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     layers = topology.adaptive_layers(model)
     widths = [layer.desired_units for layer in layers]
@@ -132,7 +141,7 @@ def test_settled_width_tightens_the_capacity_once_and_survives_a_new_fit():
     assert all(e["step"] == 4 for e in controller.reallocations)
     # A new fit (a new controller) keeps the tightened capacity while the width stays put,
     # although the width is above grow_threshold * capacity.
-    again = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10)
+    again = WidthController(check_every=1, settle_after=4, width_warmup_epochs=10, rebuild_cost=0)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[again])
     assert again.reallocations == []
 
@@ -142,12 +151,16 @@ def test_a_regrown_layer_stays_settled_and_keeps_its_outputs():
     model = helpers.compile_classifier(helpers.sequential_model(initial_units=(100, 100)))
     model.build((None, 2))
     first, second = topology.adaptive_layers(model)
-    controller = WidthController(check_every=1, settle_after=2, width_warmup_epochs=10)
+    controller = WidthController(
+        check_every=1, settle_after=2, width_warmup_epochs=10, rebuild_cost=0
+    )
     model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[controller])
     assert [layer.capacity for layer in (first, second)] == [104, 104]
     # A new controller watches the settled layers for settle_after checks; then the first
     # layer's width drifts up to its capacity.
-    controller = WidthController(num_examples=len(x), check_every=1, settle_after=2)
+    controller = WidthController(
+        num_examples=len(x), check_every=1, settle_after=2, rebuild_cost=0
+    )
     controller.set_model(model)
     controller.on_train_begin()
     first.width_parameter.assign(first.distribution.raw_for_width(104, first.quantile))
@@ -264,3 +277,75 @@ def test_the_search_can_be_switched_off_and_needs_examples():
 def test_search_arguments_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WidthController(**kwargs)
+
+
+# -- The amortized policy inside fit --------------------------------------------------------------
+
+
+def frozen_width_model():
+    """Two 100-unit layers (capacity 200) whose width stays put: settled from the first check."""
+    return helpers.compile_classifier(helpers.sequential_model(initial_units=(100, 100)))
+
+
+def test_repeated_fits_settle_like_one_long_fit():
+    """The policy's memory lives with the model: four fits of two steps each see the eight
+    checks a settling needs, as one fit of eight steps would (each fit alone sees three)."""
+    x, y = helpers.spiral_data(64)
+    model = frozen_width_model()
+    controllers = []
+    for _ in range(4):
+        controllers.append(
+            WidthController(check_every=1, settle_after=8, width_warmup_epochs=1, rebuild_cost=0)
+        )
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[controllers[-1]])
+    reasons = [event["reason"] for c in controllers for event in c.reallocations]
+    assert reasons == ["settle", "settle"]  # both layers, once
+    assert [layer.capacity for layer in topology.adaptive_layers(model)] == [104, 104]
+    assert training_state.training_ledger(model).steps == 4 * 2
+
+
+def test_a_reduction_waits_until_the_masked_compute_pays_for_a_rebuild():
+    x, y = helpers.spiral_data(256)
+    kwargs = dict(check_every=1, settle_after=4, width_warmup_epochs=10)
+    costly = frozen_width_model()
+    controller = WidthController(rebuild_cost=1e6, **kwargs)
+    costly.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert controller.reallocations == []  # 16 steps mask half the units: far from 1e6 s
+    ledger = training_state.training_ledger(costly)
+    assert 0 < ledger.masked_seconds < 1e6 and ledger.steps == 16
+    # What training measured: a step's time, and the first step's compilation as a rebuild.
+    assert ledger.step_seconds > 0 and ledger.rebuild_seconds is not None
+    free = frozen_width_model()
+    controller = WidthController(rebuild_cost=0, **kwargs)
+    free.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    assert [e["reason"] for e in controller.reallocations] == ["settle", "settle"]
+    assert training_state.training_ledger(free).masked_seconds < ledger.masked_seconds
+
+
+def test_repeated_fits_search_as_often_as_one_long_fit(monkeypatch):
+    """The search's clock counts steps across fits: after a first fit, four one-epoch fits
+    search about as often as the last four epochs of one long fit (each short fit used to
+    search as if it were the whole training)."""
+    searches = []
+    search = WidthController._search
+    monkeypatch.setattr(
+        WidthController, "_search", lambda self, **kw: searches.append(1) or search(self, **kw)
+    )
+    x, y = helpers.spiral_data(2048)
+
+    def model():
+        return helpers.compile_classifier(
+            helpers.sequential_model(initial_units=(16, 16), width_learning="search")
+        )
+
+    def fit(model, epochs):
+        searches.clear()
+        controller = WidthController(final_share=0.0)
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[controller])
+        return len(searches)
+
+    long_fit = fit(model(), epochs=8)
+    split = model()
+    fit(split, epochs=4)
+    short_fits = sum(fit(split, epochs=1) for _ in range(4))
+    assert 0 < short_fits <= long_fit / 2 + 2, (long_fit, short_fits)
