@@ -29,15 +29,14 @@ REDUCTION_REASONS = ("shrink", "settle")
 GROWTH_REASONS = ("grow", "regrow")
 # A width counts as settled when its last `settle_after` checks stay within this share of it.
 SETTLE_BAND = 0.05
+# A settled capacity covers the widths of the last SETTLE_MEMORY * settle_after checks.
+SETTLE_MEMORY = 4
 # Widths kept per layer for the settling rule (enough for 6 doublings of `settle_after`).
 MAX_WINDOW = 4096
 # Capacities the policy picks are multiples of this: matrix kernels on CPU (and tensor cores on
 # GPU) handle such sizes best; on JAX/CPU an odd capacity like 269 ran an MLP's matrix products
 # about 12% slower than 264 (docs/performance.md).
 CAPACITY_MULTIPLE = 8
-# The most the steps between width searches are stretched while searches change nothing: a search
-# costs about as much as training the same number of examples as its probe scores, many times.
-MAX_SEARCH_BACKOFF = 8
 # A width standing for "more than any limit" (a width parameter whose width is infinite).
 UNBOUNDED = 2**53
 
@@ -57,14 +56,15 @@ class TrainingLedger:
             that belong to them.
         rebuilds: the rebuilds recorded.
         steps: the training steps the model ran, over all its `fit` calls.
-        step_version: the model's `step_changes` when its last step ran (a step that runs
-            after a change is compiled anew, and its time measures a rebuild).
+        step_version: what identified the model's compiled step when its last step ran (a
+            step that runs after a change is compiled anew, and its time measures a rebuild).
+        pending_compile_seconds: the time of the last step compiled anew, until a normal
+            step's time is known to subtract from it.
         last_search_step: the step at which the width search last ran, or None.
-        last_search_seconds: how long the last width search took.
+        last_search_seconds: how long the last width search took (0 for the model's first,
+            which compiles the probe's programs).
         seconds_since_search: the training time since the last width search (its steps,
             compilations included).
-        search_backoff: the factor stretching the steps between searches: doubled by each
-            search that changes no width (up to `MAX_SEARCH_BACKOFF`), back to 1 by a change.
     """
 
     # Weight of a new measurement in the moving averages.
@@ -77,19 +77,19 @@ class TrainingLedger:
         self._period = [0, 0.0]  # steps and seconds since the last rebuild
         self.rebuilds = 0
         self.step_version = None
+        self.pending_compile_seconds = None
         self.steps = 0
         self.last_search_step = None
         self.last_search_seconds = 0.0
         self.seconds_since_search = 0.0
-        self.search_backoff = 1
+        self.searches = 0
 
-    def searched(self, changed: bool, seconds: float = 0.0) -> None:
-        """A width search ran (at `steps`) for `seconds`; `changed`: whether it changed a
-        width."""
+    def searched(self, seconds: float = 0.0) -> None:
+        """A width search ran (at `steps`) for `seconds`."""
         self.last_search_step = self.steps
-        self.last_search_seconds = float(seconds)
+        self.last_search_seconds = float(seconds) if self.searches else 0.0
         self.seconds_since_search = 0.0
-        self.search_backoff = 1 if changed else min(2 * self.search_backoff, MAX_SEARCH_BACKOFF)
+        self.searches += 1
 
     def search_due(self, interval: int, budget: float | None = None) -> bool:
         """Whether `interval` steps passed since the last search (or since the first one's
@@ -116,20 +116,38 @@ class TrainingLedger:
         """Records one measured rebuild cost (`seconds`, reallocation and recompilation)."""
         self.rebuild_seconds = self._averaged(self.rebuild_seconds, max(seconds, 0.0))
 
+    def settle_compile_seconds(self) -> None:
+        """Turns the pending time of a step compiled anew into a rebuild cost, once a normal
+        step's time is known. A step that took less than two normal steps compiled nothing
+        (JAX reuses what it compiled for shapes seen before): once a cost is known, such steps
+        leave it as it is, since the next rebuild may well be to new shapes."""
+        seconds = self.pending_compile_seconds
+        if seconds is None or self.step_seconds is None:
+            return
+        self.pending_compile_seconds = None
+        if self.rebuild_seconds is not None and seconds < 2.0 * self.step_seconds:
+            return
+        self.compiled(seconds - self.step_seconds)
+
     def rebuilt(self) -> None:
         """A rebuild happened: the masked compute starts again from zero."""
         self.masked_seconds = 0.0
         self._period = [0, 0.0]
         self.rebuilds += 1
 
-    def reduction_paid(self, payback: float) -> bool:
-        """Whether the masked compute paid since the last rebuild covers `payback` rebuilds.
+    def reduction_paid(self, payback: float, rebuild_seconds=None) -> bool:
+        """Whether the masked compute paid since the last rebuild covers `payback` rebuilds of
+        `rebuild_seconds` each (default: the measured cost; unknown until measured).
 
-        Before anything was measured no step has been compiled, so a rebuild costs nothing.
+        Before the model's first step nothing is compiled: a rebuild costs nothing.
         """
-        if self.rebuild_seconds is None:
-            return self.step_seconds is None
-        return self.masked_seconds >= payback * self.rebuild_seconds
+        if self.steps == 0:
+            return True
+        if rebuild_seconds is None:
+            rebuild_seconds = self.rebuild_seconds
+        if rebuild_seconds is None:
+            return False
+        return self.masked_seconds >= payback * rebuild_seconds
 
     def _averaged(self, average, value):
         if average is None:
@@ -170,15 +188,19 @@ class CapacityRecord:
 
     def drift(self, window: int = 16):
         """How fast the width grew over its last `window` observations (since the last
-        reallocation), in units per step (>= 0), or None without two observations at
-        different steps."""
+        reallocation), in units per step (>= 0): the least-squares slope, so that a noisy
+        plateau reads as none. None without two observations at different steps."""
         if len(self.recent_steps) < 2 or len(self.recent_steps) != len(self.recent_widths):
             return None
-        first = max(len(self.recent_steps) - window, 0)
-        steps = self.recent_steps[-1] - self.recent_steps[first]
-        if steps <= 0:
+        steps = self.recent_steps[-window:]
+        widths = self.recent_widths[-window:]
+        mean_step = sum(steps) / len(steps)
+        mean_width = sum(widths) / len(widths)
+        spread = sum((step - mean_step) ** 2 for step in steps)
+        if spread <= 0:
             return None
-        return max(self.recent_widths[-1] - self.recent_widths[first], 0) / steps
+        covariance = sum((s - mean_step) * (w - mean_width) for s, w in zip(steps, widths))
+        return max(covariance / spread, 0.0)
 
     def reallocated(self, reason: str) -> None:
         """Updates the record after the layer's capacity changed for `reason`."""
@@ -277,7 +299,7 @@ class CapacityPolicy:
         grow_at = capacity if settled else self.grow_threshold * capacity
         grows = (width >= grow_at if settled else width > grow_at) and capacity < self.limit(layer)
         if grows:
-            if settled and settle_after is not None and len(recent) >= settle_after:
+            if settled:
                 regrown = self.regrown_capacity(layer, record, width, economic_margin)
                 if regrown is not None:
                     return regrown, "regrow"
@@ -288,8 +310,10 @@ class CapacityPolicy:
             return (target, "shrink") if target < capacity else (capacity, None)
         if settle_after is not None and len(recent) >= settle_after:
             window = recent[-settle_after:]
-            high = max(window)
-            if high - min(window) <= self.settle_band(high):
+            if max(window) - min(window) <= self.settle_band(max(window)):
+                # The capacity covers the widths of a longer memory than the window, so that a
+                # width oscillating more slowly than the window does not outgrow it at once.
+                high = max(recent[-SETTLE_MEMORY * settle_after :])
                 settled = self.settled_capacity(high, economic_margin)
                 target = min(
                     bounded(layer, max(settled, self.floor(layer))), self.limit(layer)
@@ -343,10 +367,10 @@ class CapacityPolicy:
         return math.sqrt(2.0 * rebuild_seconds * drift / unit_seconds)
 
     def regrown_capacity(self, layer, record: CapacityRecord, width: int, economic_margin=None):
-        """The capacity of a settled layer that reached it after staying settled: the width
-        plus twice the margin of its previous regrowth (the first: twice the settled margin),
-        or the `economic_margin` if larger, or None once that margin reaches what
-        `growth_factor` gives (the layer is moving)."""
+        """The capacity of a settled layer whose width reached it: the width plus twice the
+        margin of its previous regrowth (the first: twice the settled margin), or the
+        `economic_margin` if larger, or None once that margin reaches what `growth_factor`
+        gives (the layer is moving)."""
         margin = self.settle_margin(width) * 2 ** (record.regrowths + 1)
         if economic_margin is not None:
             margin = max(margin, math.ceil(economic_margin))

@@ -73,20 +73,18 @@ class WidthController(keras.callbacks.Callback):
     Once a layer's width stops moving (over the last `settle_after` checks it stayed within a
     band of `max(2, 5%)` of it), its capacity is tightened to the top of that band plus a margin
     of `max(2, settled_headroom * width)` units, or the economic margin (below) of a width still
-    drifting up if larger, rounded up to a multiple of 8. So the masked units cost about
-    `settled_headroom` of the layer's work for the rest of training, at the price of one more
-    rebuild.
+    drifting up if larger, rounded up to a multiple of 8. So the masked units of a width that
+    stopped cost about `settled_headroom` of the layer's work for the rest of training, at the
+    price of one more rebuild.
 
-    A settled layer grows only when its width reaches the capacity. If it stayed settled for
-    `settle_after` checks first, it regrows and stays settled (`"regrow"`), by twice its
-    previous margin, or by more when its width drifts fast: the margin whose masked units cost,
-    until the width reaches it, what the rebuild costs (sqrt(2 x rebuild cost x drift / cost of
-    a masked unit), the economic order quantity). So a width that drifts upwards costs a few
-    rebuilds, each further apart than the last. Otherwise (it reached the capacity soon after
-    settling), or once the margin would reach `growth_factor * width`, it grows by
-    `growth_factor` and is moving again. Each growth out of a settled capacity doubles the
-    checks the layer must wait before it settles or regrows again. `settle_after=None` turns
-    settling off.
+    A settled layer grows only when its width reaches the capacity. It then regrows and stays
+    settled (`"regrow"`), by twice its previous margin, or by more when its width drifts fast:
+    the margin whose masked units cost, until the width reaches it, what the rebuild costs
+    (sqrt(2 x rebuild cost x drift / cost of a masked unit), the economic order quantity). So a
+    width that drifts upwards costs a few rebuilds, each further apart than the last. Once the
+    margin would reach `growth_factor * width`, it grows by `growth_factor` and is moving
+    again. Each growth out of a settled capacity doubles the checks the layer must wait before
+    it settles again. `settle_after=None` turns settling off.
 
     A rebuild that only removes masked units (settling, shrinking) is made only once it has
     paid for itself: when the compute spent on masked units since the last rebuild (each step's
@@ -146,9 +144,8 @@ class WidthController(keras.callbacks.Callback):
             at it, with a warning. Defaults to None (no budget).
         search_every: int >= 1, `"auto"` or None: the steps between width searches. `"auto"`
             (default) searches every 128 steps, or about 16 times when the model's training
-            (its earlier fits and this one) is shorter (at most every 8 steps); each search that
-            changes no width doubles the interval, up to 8 times, and a change restores it. The
-            steps count across `fit` calls. None turns the search off: the widths then move only
+            (its earlier fits and this one) is shorter (at most every 8 steps). The steps count
+            across `fit` calls. None turns the search off: the widths then move only
             by the gradient of layers with `width_learning="gradient"`.
         search_tolerance: float in (0, 1), the share of what a layer adds (the probe's score
             lost when it is cut to nothing) a prefix of it may lose and still count as enough.
@@ -161,9 +158,11 @@ class WidthController(keras.callbacks.Callback):
             plain `keras.Model` or for other datasets.
         search_budget: float > 0 or None: a search runs only once the training steps since
             the previous one took at least `1 / search_budget` times as long as it did, so that
-            searching takes at most `search_budget` times the training time. Defaults to 1.0
-            (a search every 128 steps usually takes much less; on wide layers or fast steps it
-            may not). None: the interval alone.
+            searching takes at most about `search_budget` times the training time (the model's
+            first search, which compiles the probe's programs, does not count). Defaults to
+            None: the interval alone. The search can cost much more than the steps between two
+            searches when layers are wide or steps fast (docs/capacity-policy.md); a budget
+            makes it search less often, so widths take longer to find.
         rebuild_cost: `"measured"` (default) or a number of seconds >= 0: what one rebuild of
             the compiled step costs, against which the masked compute is weighed before a
             rebuild that only removes masked units. `"measured"` times the reallocations and
@@ -219,7 +218,7 @@ class WidthController(keras.callbacks.Callback):
         search_tolerance: float = 0.01,
         final_share: float = 0.2,
         probe_data=None,
-        search_budget: float | None = 1.0,
+        search_budget: float | None = None,
         rebuild_cost="measured",
         verbose: int = 0,
     ):
@@ -327,7 +326,6 @@ class WidthController(keras.callbacks.Callback):
         self._step_compiled = False
         self._steady_steps = 0
         self._steady_seconds = 0.0
-        self._compile_seconds = None
         self._search_seconds = 0.0
         self._removable_shares = {}
 
@@ -342,7 +340,8 @@ class WidthController(keras.callbacks.Callback):
     search_tolerance = property(lambda self: self.search.tolerance)
 
     def target_capacity(self, layer, width: int) -> int:
-        """The capacity `layer` should have for `width` (its current capacity if no change)."""
+        """The capacity the policy proposes for `layer` at `width` (its current capacity if no
+        change); a reduction is made once it has paid for a rebuild."""
         return self.policy.decide(layer, layer.training_state.capacity, width)[0]
 
     # -- Callback hooks -------------------------------------------------------------------------
@@ -407,7 +406,6 @@ class WidthController(keras.callbacks.Callback):
         self._ledger = training_state.training_ledger(model)
         self._last_begin = None
         self._steady_steps, self._steady_seconds = 0, 0.0
-        self._compile_seconds = None
         self._removable_shares = {}
         # N is a constant of the traced step.
         training_state.set_trace_constants(
@@ -470,12 +468,6 @@ class WidthController(keras.callbacks.Callback):
             return SEARCH_EVERY
         return min(SEARCH_EVERY, max(8, (self._ledger.steps + total) // 16))
 
-    def _search_steps(self):
-        """The steps until the next search: with "auto", the interval stretched while
-        searches change nothing (`TrainingLedger.search_backoff`)."""
-        if self.search_every != "auto":
-            return self._search_interval
-        return self._search_interval * self._ledger.search_backoff
 
     def _make_probe(self):
         """The probe of the width search, or None (with a warning) when there is no data."""
@@ -520,6 +512,9 @@ class WidthController(keras.callbacks.Callback):
     @_raises_no_stop_iteration
     def on_train_batch_begin(self, batch, logs=None):
         started = time.perf_counter()
+        if self._ledger is None:
+            # A custom loop that did not call `on_train_begin`.
+            self._ledger = training_state.training_ledger(self._model)
         self._time_steps(started)
         self._ledger.steps += 1
         if not self._steps:
@@ -538,13 +533,16 @@ class WidthController(keras.callbacks.Callback):
             and not self._final
             and self._epoch >= self.width_warmup_epochs
             and self._steps
-            and self._ledger.search_due(self._search_steps(), self.search_budget)
+            and self._ledger.search_due(self._search_interval, self.search_budget)
         ):
             self._search()
         self._steps += 1
         # Whether the step about to run is compiled anew (a reallocation or a new trace
-        # constant since the previous one, or the model's first step).
-        version = training_state.step_changes(self._model)
+        # constant since the previous one, a new `compile`, or the model's first step).
+        version = (
+            training_state.step_changes(self._model),
+            id(getattr(self._model, "train_function", None)),
+        )
         self._step_compiled = version != self._ledger.step_version
         self._ledger.step_version = version
         self._last_begin = started
@@ -556,17 +554,23 @@ class WidthController(keras.callbacks.Callback):
             elapsed = now - self._last_begin - self._search_seconds
             self._ledger.seconds_since_search += elapsed
             if self._step_compiled:
-                self._compile_seconds = elapsed
+                self._ledger.pending_compile_seconds = elapsed
             else:
                 self._steady_steps += 1
                 self._steady_seconds += elapsed
         self._search_seconds = 0.0
+        self._last_begin = None
+
+    @_raises_no_stop_iteration
+    def on_test_begin(self, logs=None):
+        # `fit` validates before `on_epoch_end`: the epoch's last step ends here.
+        self._time_steps(time.perf_counter())
 
     @_raises_no_stop_iteration
     def on_epoch_end(self, epoch, logs=None):
+        # The epoch's last step (unless validation timed it), then nothing until the next
+        # epoch's first step starts.
         self._time_steps(time.perf_counter())
-        # The next epoch's first step is timed from its own start (validation runs between).
-        self._last_begin = None
         self._check(self._model)
         if logs is not None:
             for layer, name in topology.display_names(self._layers).items():
@@ -637,7 +641,9 @@ class WidthController(keras.callbacks.Callback):
             record = layer.training_state.capacity
             record.observe(width, self._ledger.steps)
             margin = None
-            if record.drift(self.policy.settle_after or 16):
+            window = self.policy.settle_after or 16
+            regrows = record.settled and width >= layer.capacity
+            if (regrows or len(record.recent_widths) >= window) and record.drift(window):
                 # For a regrowth, or a settling of a width that still drifts up.
                 margin = self.policy.economic_margin(
                     record, self._rebuild_seconds(), self._unit_seconds(model, layer)
@@ -654,8 +660,10 @@ class WidthController(keras.callbacks.Callback):
                 # Growth cannot wait; nor can a layer above the limit (memory).
                 plan[layer], reasons[layer] = target, reason
                 self._warn_if_held(layer, width)
-        # A reduction only removes masked units: made once they have cost a rebuild.
-        if self._reduction_paid(model, {layer: c for layer, (c, _) in reductions.items()}):
+        # A reduction only removes masked units: made once they have cost a rebuild, or in a
+        # rebuild that happens anyway.
+        paid = self._reduction_paid(model, {layer: c for layer, (c, _) in reductions.items()})
+        if paid or plan:
             for layer, (target, reason) in reductions.items():
                 plan[layer], reasons[layer] = target, reason
         if diverged:
@@ -686,12 +694,8 @@ class WidthController(keras.callbacks.Callback):
             self._steady_steps, self._steady_seconds, self._removable_share(model, reductions)
         )
         self._steady_steps, self._steady_seconds = 0, 0.0
-        if self._compile_seconds is not None and ledger.step_seconds is not None:
-            ledger.compiled(self._compile_seconds - ledger.step_seconds)
-            self._compile_seconds = None
-        if self.rebuild_cost != "measured":
-            return ledger.masked_seconds >= self.policy.payback * self.rebuild_cost
-        return ledger.reduction_paid(self.policy.payback)
+        ledger.settle_compile_seconds()
+        return ledger.reduction_paid(self.policy.payback, self._rebuild_seconds())
 
     def _rebuild_seconds(self):
         if self.rebuild_cost != "measured":
@@ -729,15 +733,14 @@ class WidthController(keras.callbacks.Callback):
         """
         started = time.perf_counter()
         try:
-            changed = self._search_layers(final)
+            self._search_layers(final)
         finally:
             seconds = time.perf_counter() - started
             self._search_seconds += seconds
         if not final:
-            self._ledger.searched(changed, seconds)
+            self._ledger.searched(seconds)
 
     def _search_layers(self, final):
-        """The search itself; returns whether it changed a width."""
         model = self.model  # on JAX this syncs the running state into the variables
         probe = self._probe
         full = probe.score(model)
@@ -759,7 +762,7 @@ class WidthController(keras.callbacks.Callback):
             if target != width:
                 decisions[layer] = (width, target)
         if not decisions:
-            return False
+            return
         # Room first: units the width newly covers must exist before their readers' rows are
         # zeroed (`set_width`).
         plan, reasons = {}, {}
@@ -788,7 +791,6 @@ class WidthController(keras.callbacks.Callback):
                     f"step {self._steps})"
                 )
         self._check(model)
-        return True
 
     def _reallocate(self, plan, widths, reasons):
         started = time.perf_counter()
