@@ -55,7 +55,7 @@ class TrainingLedger:
             policy's reductions would remove: each step's time times the share of the weights
             that belong to them.
         rebuilds: the rebuilds recorded.
-        steps: the training steps the model ran, over all its `fit` calls.
+        steps: the training steps the model completed, over all its `fit` calls.
         step_version: what identified the model's compiled step when its last step ran (a
             step that runs after a change is compiled anew, and its time measures a rebuild).
         pending_compile_seconds: the time of the last step compiled anew, until a normal
@@ -92,13 +92,11 @@ class TrainingLedger:
         self.searches += 1
 
     def search_due(self, interval: int, budget: float | None = None) -> bool:
-        """Whether `interval` steps passed since the last search (or since the first one's
-        step was asked about) and, with a `budget`, whether training since then took at least
-        `1 / budget` times as long as that search (so searching takes at most `budget` times
-        the training time)."""
-        if self.last_search_step is None:
-            self.last_search_step = self.steps
-        if self.steps - self.last_search_step < interval:
+        """Whether `interval` steps passed since the last search (or since the model's first
+        step) and, with a `budget`, whether training since then took at least `1 / budget`
+        times as long as that search (so searching takes at most `budget` times the training
+        time)."""
+        if self.steps - (self.last_search_step or 0) < interval:
             return False
         return budget is None or budget * self.seconds_since_search >= self.last_search_seconds
 

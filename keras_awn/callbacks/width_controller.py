@@ -516,7 +516,6 @@ class WidthController(keras.callbacks.Callback):
             # A custom loop that did not call `on_train_begin`.
             self._ledger = training_state.training_ledger(self._model)
         self._time_steps(started)
-        self._ledger.steps += 1
         if not self._steps:
             # After the other callbacks' `on_train_begin` (a `BackupAndRestore` may have loaded
             # other weights), before the first step is compiled.
@@ -537,6 +536,7 @@ class WidthController(keras.callbacks.Callback):
         ):
             self._search()
         self._steps += 1
+        self._ledger.steps += 1
         # Whether the step about to run is compiled anew (a reallocation or a new trace
         # constant since the previous one, a new `compile`, or the model's first step).
         version = (

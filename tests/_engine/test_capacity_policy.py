@@ -323,8 +323,8 @@ def test_the_ledger_weighs_masked_compute_against_measured_rebuilds():
 
 def test_searching_takes_at_most_its_budget_of_the_training_time():
     ledger = TrainingLedger()
-    ledger.steps = 0
-    assert not ledger.search_due(8)  # starts the clock
+    ledger.steps = 7
+    assert not ledger.search_due(8)  # counted from the model's first step
     ledger.steps = 8
     assert ledger.search_due(8)
     ledger.searched(seconds=9.0)  # the first search compiles the probe's programs: not counted
