@@ -708,7 +708,7 @@ class WidthController(keras.callbacks.Callback):
         step_seconds = self._ledger.step_seconds
         if step_seconds is None:
             return None
-        allocated = sum(math.prod(variable.shape) for variable in model.weights)
+        allocated = resize.parameter_count(model, {}, self._links)
         fewer = resize.parameter_count(model, {layer: layer.capacity - 1}, self._links)
         return step_seconds * (allocated - fewer) / allocated
 
@@ -720,7 +720,7 @@ class WidthController(keras.callbacks.Callback):
         key = tuple((id(layer), layer.capacity, units) for layer, units in reductions.items())
         share = self._removable_shares.get(key)
         if share is None:
-            allocated = sum(math.prod(variable.shape) for variable in model.weights)
+            allocated = resize.parameter_count(model, {}, self._links)
             kept = resize.parameter_count(model, reductions, self._links)
             share = 1.0 - kept / allocated if allocated else 0.0
             self._removable_shares = {key: share}
