@@ -279,8 +279,13 @@ class CapacityPolicy:
         A reduction (`REDUCTION_REASONS`) is a proposal: it is made once it has paid for itself
         (`TrainingLedger.reduction_paid`, weighed by the caller).
         `economic_margin`: the margin a regrowth or a settling keeps at least (see
-        `economic_margin`), or None.
+        `economic_margin`), None, or a function of no argument returning one: called only
+        when a regrowth or a settling needs it (it measures the model).
         """
+
+        def margin():
+            return economic_margin() if callable(economic_margin) else economic_margin
+
         capacity = layer.capacity
         limit = self.limit(layer)
         if capacity > limit:
@@ -298,7 +303,7 @@ class CapacityPolicy:
         grows = (width >= grow_at if settled else width > grow_at) and capacity < self.limit(layer)
         if grows:
             if settled:
-                regrown = self.regrown_capacity(layer, record, width, economic_margin)
+                regrown = self.regrown_capacity(layer, record, width, margin())
                 if regrown is not None:
                     return regrown, "regrow"
             return self.reallocated_capacity(layer, width), "grow"
@@ -312,7 +317,7 @@ class CapacityPolicy:
                 # The capacity covers the widths of a longer memory than the window, so that a
                 # width oscillating more slowly than the window does not outgrow it at once.
                 high = max(recent[-SETTLE_MEMORY * settle_after :])
-                settled = self.settled_capacity(high, economic_margin)
+                settled = self.settled_capacity(high, margin())
                 target = min(
                     bounded(layer, max(settled, self.floor(layer))), self.limit(layer)
                 )

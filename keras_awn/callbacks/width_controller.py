@@ -624,7 +624,6 @@ class WidthController(keras.callbacks.Callback):
             return
         plan, widths, reasons = {}, {}, {}
         diverged = []
-        observed = []
         for layer, value in zip(layers, values):
             if not math.isfinite(float(value)):
                 diverged.append(layer)
@@ -634,20 +633,17 @@ class WidthController(keras.callbacks.Callback):
             # limit like any width above it.
             width = int(min(layer.desired_units_on_host(float(value)), capacity_policy.UNBOUNDED))
             widths[layer] = width
-            observed.append(layer)
         reductions = {}
-        for layer in observed:
-            width = widths[layer]
+        for layer, width in widths.items():
             record = layer.training_state.capacity
             record.observe(width, self._ledger.steps)
-            margin = None
-            window = self.policy.settle_after or 16
-            regrows = record.settled and width >= layer.capacity
-            if (regrows or len(record.recent_widths) >= window) and record.drift(window):
-                # For a regrowth, or a settling of a width that still drifts up.
-                margin = self.policy.economic_margin(
+
+            # For a regrowth, or a settling of a width that still drifts up; measured only then.
+            def margin(layer=layer, record=record):
+                return self.policy.economic_margin(
                     record, self._rebuild_seconds(), self._unit_seconds(model, layer)
                 )
+
             target, reason = self.policy.decide(layer, record, width, economic_margin=margin)
             if target == layer.capacity:
                 continue

@@ -291,6 +291,13 @@ def test_the_economic_margin_balances_rebuilds_against_masked_units():
     assert policy.decide(layer(204), settled, 204, economic_margin=100.0) == (304, "regrow")
     # ...but never more than growth_factor gives: then it grows as a moving layer.
     assert policy.decide(layer(204), settled, 204, economic_margin=400.0) == (408, "grow")
+    # Given as a function, the margin is measured only when a regrowth or a settling uses it.
+    calls = []
+    measured = lambda: calls.append(1) or 100.0  # noqa: E731
+    assert policy.decide(layer(400), record([204]), 204, economic_margin=measured) == (400, None)
+    assert calls == []
+    assert policy.decide(layer(204), settled, 204, economic_margin=measured) == (304, "regrow")
+    assert calls == [1]
     assert policy.economic_margin(record([200, 190]), 0.5, 1e-5) is None  # no steps known
     shrinking = record([200, 190])
     shrinking.recent_steps = [0, 100]
