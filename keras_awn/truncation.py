@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_awn._engine import resize
+from keras_awn._engine import saving
 from keras_awn._engine import topology
 from keras_awn._engine import validation
 from keras_awn._engine.folding import fold_importance
@@ -37,23 +38,10 @@ def widths(model) -> dict:
     return {name: layer.active_units for layer, name in topology.display_names(layers).items()}
 
 
-def _own_classes(model):
-    """Rebuilding `model` from its config finds its layers' classes, registered or not (a custom
-    layer defined in a notebook is not)."""
-    classes = {
-        type(layer).__name__: type(layer)
-        for layer in topology.walk(model)
-        # Keras' and keras_awn's own classes resolve anyway: a user's class named like one
-        # of them must not stand in for it.
-        if not type(layer).__module__.startswith(("keras.", "keras_awn."))
-    }
-    return keras.saving.custom_object_scope(classes)
-
-
 def _copy(model):
     """An uncompiled copy of `model` with the same weights."""
     if isinstance(model, keras.Sequential) or topology.functional_graph(model) is not None:
-        with _own_classes(model):
+        with saving.own_classes(model):
             clone = model.__class__.from_config(model.get_config())
     else:
         raise ValueError(
@@ -192,8 +180,8 @@ def strip(model):
     `Dense`, `AdaptiveConv2D` a `Conv2D`, `AdaptiveMultiHeadAttention` a `MultiHeadAttention`
     with its active heads, `AdaptiveMLP`/`AdaptiveFeedForward` a `Sequential` of `Dense`
     layers, ...), and each importance vector is folded into the layer reading it
-    (`W_next[:k] * p[:k, None]`; a `BatchNormalization` reader takes it in `gamma` and its moving
-    mean). The result is a `keras.Sequential` or functional `keras.Model`; when it holds only
+    (`W_next[:k] * p[:k, None]`; a `BatchNormalization` reader takes it in its statistics and
+    `gamma`). The result is a `keras.Sequential` or functional `keras.Model`; when it holds only
     Keras layers its `.keras` file loads in a process that never imports keras_awn (the
     recurrent and graph layers have no Keras counterpart and become keras_awn's fixed-width
     `MLPRNNCell` and `GINConv`). It is not compiled.
@@ -207,7 +195,7 @@ def strip(model):
     """
     truncated = truncate(model, fraction=0.0)
     config = _plain_config(truncated)
-    with _own_classes(truncated):
+    with saving.own_classes(truncated):
         if isinstance(truncated, keras.Sequential):
             plain = keras.Sequential.from_config(config)
         else:

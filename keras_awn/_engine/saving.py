@@ -7,7 +7,25 @@ import os
 import secrets
 import warnings
 
+import keras
+
 from keras_awn._engine import keras_internals
+
+
+def own_classes(model):
+    """A custom-object scope with `model`'s own layer classes: rebuilding `model` from its config
+    finds them, registered or not (a custom layer defined in a notebook is not)."""
+    # Imported here: topology imports the layers, which import this module.
+    from keras_awn._engine import topology
+
+    classes = {
+        type(layer).__name__: type(layer)
+        for layer in topology.walk(model)
+        # Keras' and keras_awn's own classes resolve anyway: a user's class named like one
+        # of them must not stand in for it.
+        if not type(layer).__module__.startswith(("keras.", "keras_awn."))
+    }
+    return keras.saving.custom_object_scope(classes)
 
 
 def stored_capacity(layer, store):

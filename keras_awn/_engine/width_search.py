@@ -30,6 +30,7 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_awn._engine import folding
 from keras_awn._engine import interrupts
 from keras_awn._engine import running_state
 from keras_awn._engine import topology
@@ -123,11 +124,28 @@ def _reader_kernels(links):
     return kernels
 
 
+def _rescaled_normalization(reader, scale, kept):
+    """Assignments that keep a BatchNormalization reader's inference output for its first
+    `kept` channels when their inputs are multiplied by `scale`."""
+    variables = (reader.gamma, reader.moving_mean, reader.moving_variance)
+    values = [running_state.host_value(variable) for variable in variables]
+    rescaled = folding.scaled_normalization(
+        *(value[:kept] for value in values), scale, float(reader.epsilon)
+    )
+    assignments = []
+    for variable, value, new in zip(variables, values, rescaled):
+        value = value.copy()
+        value[:kept] = new
+        assignments.append((variable, value))
+    return assignments
+
+
 def set_width(layer, units: int, links) -> None:
     """Sets `layer`'s width to `units`, keeping what the model computes from its kept units.
 
     The importance of every unit changes with the width (the distribution is rescaled), so the
-    rows of the layers reading it are rescaled by `old / new` importance; units the width newly
+    rows of the layers reading it are rescaled by `old / new` importance (a BatchNormalization
+    reader's statistics and `gamma` follow the new scale instead); units the width newly
     covers get zero outgoing weights (function-preserving growth). Units the width leaves are
     masked, as any unit beyond the width. Called between steps, with the state synced.
     """
@@ -149,6 +167,11 @@ def set_width(layer, units: int, links) -> None:
     scale[kept:new_active] = 0.0  # newly covered units: no outgoing weights yet
     scale[new_active:] = 1.0  # masked units keep their weights
     assignments = []
+    for reader in links.direct_readers:
+        if topology.is_normalization(reader):
+            # Its inputs are multiplied by new / old importance (`1 / scale`): its statistics
+            # follow, so that inference computes the same.
+            assignments += _rescaled_normalization(reader, 1.0 / scale[:kept], kept)
     for variable, axis in _reader_kernels(links):
         value = running_state.host_value(variable)
         shape = [1] * value.ndim

@@ -94,6 +94,48 @@ def test_shrinking_computes_what_the_cut_model_computed():
     np.testing.assert_allclose(ops.convert_to_numpy(model(probe)), cut, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("units", [3, 6, 12])  # shrink, and grow within the capacity
+def test_width_changes_keep_a_batch_normalization_readers_inference_output(units):
+    model = keras_awn.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras_awn.layers.AdaptiveConv2D(8, 3, padding="same", activation="relu", capacity=16),
+            keras.layers.BatchNormalization(),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    normalization = model.layers[1]
+    # Statistics of a trained layer, some variances small enough for the epsilon to matter.
+    normalization.moving_mean.assign(rng.uniform(0.0, 1.0, 16).astype("float32"))
+    normalization.moving_variance.assign(rng.uniform(1e-4, 2.0, 16).astype("float32"))
+    # Masked channels keep a zero gamma and beta (`topology.UnitMaskConstraint`, after every
+    # optimizer step).
+    mask = helpers_mask(model, 16)
+    normalization.gamma.assign(rng.uniform(0.5, 2.0, 16).astype("float32") * mask)
+    normalization.beta.assign(rng.normal(size=16).astype("float32") * mask)
+    probe = rng.uniform(size=(16, 6, 6, 1)).astype("float32")
+    links = topology.link(model)
+    first = model.layers[0]
+    first.training_state.probe_cut = min(units, 8)
+    expected = ops.convert_to_numpy(model(probe, training=False))
+    first.training_state.probe_cut = None
+    width_search.set_width(first, units, links[first])
+    assert first.active_units == units
+    # Inference reads the moving statistics: they follow the kept channels' new scale.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(probe, training=False)), expected, rtol=1e-4, atol=1e-5
+    )
+
+
+def helpers_mask(model, capacity):
+    """1 for the first adaptive layer's active channels, 0 beyond (masked BatchNormalization
+    channels keep a zero beta)."""
+    return (np.arange(capacity) < model.layers[0].active_units).astype("float32")
+
+
 def test_probe_scores_errors_for_class_outputs_and_the_loss_otherwise():
     model, probe = model_and_probe()
     helpers.compile_classifier(model)
