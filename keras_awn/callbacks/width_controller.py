@@ -453,7 +453,10 @@ class WidthController(keras.callbacks.Callback):
         return [
             layer
             for layer in self._layers
-            if layer.built and layer.trainable and layer.width_learning == "search"
+            if layer.built
+            and layer.trainable
+            and layer.width_learning == "search"
+            and not layer.width_is_fixed
         ]
 
     def _interval(self):

@@ -348,11 +348,22 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         # `.value` (the step's value inside a stateless JAX step): operators and ops on it skip
         # the variable conversion, a dispatch on eager backends.
         raw = self.width_parameter.value
-        if self.width_learning == "search" or self.training_state.width_frozen:
+        if (
+            self.width_learning == "search"
+            or self.training_state.width_frozen
+            or self.width_is_fixed
+        ):
             # A zero gradient rather than none: TensorFlow's optimizer warns at every step about
             # a trainable variable without gradient.
             return ops.stop_gradient(raw) + 0.0 * raw
         return raw
+
+    @property
+    def width_is_fixed(self) -> bool:
+        """Whether `min_units == max_units`: the width cannot move, so the layer learns none
+        (no width gradient, no stochastic prefixes, no width search), and its importance stays
+        as it is (`keras_awn.callbacks.WidthAnnealing` holds compressed layers so)."""
+        return self.max_units is not None and self.min_units >= self.max_units
 
     def desired_units_tensor(self):
         """Width the distribution asks for, clamped to `[min_units, max_units]` (float tensor)."""
@@ -440,7 +451,7 @@ class AdaptiveWidthLayer(keras.layers.Layer):
         random state: the batch positions follow a low-discrepancy sequence (counted over the
         global batch under `tf.distribute`), and batches are shuffled.
         """
-        if not (training and self.width_learning == "search"):
+        if not (training and self.width_learning == "search") or self.width_is_fixed:
             return outputs
         if not self.training_state.prefix_training:
             return outputs

@@ -191,3 +191,28 @@ def test_only_the_papers_width_learning_trains_the_width_parameter(learning):
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
     after = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
     assert (after != before) == (learning == "gradient")
+
+
+@pytest.mark.parametrize("learning", ["search", "gradient"])
+def test_a_layer_whose_bounds_fix_its_width_learns_no_width(learning):
+    """`min_units == max_units` (how `WidthAnnealing` holds a compressed layer): no width
+    gradient, no stochastic prefixes, no width search: its importance stays as it is."""
+    x, y = helpers.spiral_data(128)
+    model = helpers.sequential_model(
+        initial_units=(8, 8), width_learning=learning, min_units=8, max_units=8, capacity=8
+    )
+    model = helpers.compile_classifier(model)
+    model.build((None, 2))
+    first = model.layers[0]
+    assert first.width_is_fixed
+    inputs = np.ones((64, 2), "float32")
+    assert (ops.convert_to_numpy(first(inputs, training=True)) != 0).sum(axis=1).min() > 0
+    first.kernel.assign(np.ones(first.kernel.shape, "float32"))
+    counts = (ops.convert_to_numpy(first(inputs, training=True)) > 0).sum(axis=1)
+    assert counts.min() == first.active_units  # no example cut to a prefix
+    before = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    controller = keras_awn.callbacks.WidthController(search_every=1)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
+    after = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    assert after == before
+    assert controller.searches == []
