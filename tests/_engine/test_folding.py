@@ -32,8 +32,14 @@ def test_scaled_normalization_computes_the_same_from_scaled_inputs(statistics, e
     gamma, mean, variance = folding.scaled_normalization(
         statistics["gamma"], statistics["mean"], statistics["variance"], scale, epsilon
     )
-    expected = normalize(x, statistics["gamma"], statistics["beta"], statistics["mean"],
-                         statistics["variance"], epsilon)
+    expected = normalize(
+        x,
+        statistics["gamma"],
+        statistics["beta"],
+        statistics["mean"],
+        statistics["variance"],
+        epsilon,
+    )
     scaled = normalize(x * scale, gamma, statistics["beta"], mean, variance, epsilon)
     np.testing.assert_allclose(scaled, expected, rtol=1e-9, atol=1e-9)
     # The statistics are those of the scaled inputs: a batch's own (training mode) agree with

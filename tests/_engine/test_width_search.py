@@ -186,10 +186,10 @@ def test_only_the_papers_width_learning_trains_the_width_parameter(learning):
     model = helpers.sequential_model(initial_units=(8, 8), width_learning=learning)
     model = helpers.compile_classifier(model)
     model.build((None, 2))
-    before = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    before = [float(ops.convert_to_numpy(layer.width_parameter)) for layer in model.layers[:2]]
     controller = keras_awn.callbacks.WidthController(search_every=None)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
-    after = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    after = [float(ops.convert_to_numpy(layer.width_parameter)) for layer in model.layers[:2]]
     assert (after != before) == (learning == "gradient")
 
 
@@ -210,9 +210,9 @@ def test_a_layer_whose_bounds_fix_its_width_learns_no_width(learning):
     first.kernel.assign(np.ones(first.kernel.shape, "float32"))
     counts = (ops.convert_to_numpy(first(inputs, training=True)) > 0).sum(axis=1)
     assert counts.min() == first.active_units  # no example cut to a prefix
-    before = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    before = [float(ops.convert_to_numpy(layer.width_parameter)) for layer in model.layers[:2]]
     controller = keras_awn.callbacks.WidthController(search_every=1)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[controller])
-    after = [float(ops.convert_to_numpy(l.width_parameter)) for l in model.layers[:2]]
+    after = [float(ops.convert_to_numpy(layer.width_parameter)) for layer in model.layers[:2]]
     assert after == before
     assert controller.searches == []
