@@ -494,12 +494,18 @@ def test_loaded_layers_may_hold_fewer_units_than_they_started_with(tmp_path):
         search_tolerance=0.05, final_share=0.0, search_budget=0.25, rebuild_cost=2.5,
         verbose=1),
     keras_awn.callbacks.WidthAnnealing(start_epoch=2, end_epoch=5, final_fraction=0.5),
-], ids=["WidthController", "WidthAnnealing"])
+    keras_awn.callbacks.WidthAnnealing(start_epoch=2, end_epoch=5, target_units={"a": 3}),
+], ids=["WidthController", "WidthAnnealing-prior", "WidthAnnealing-size"])
 def test_callback_configs_round_trip(callback):
     config = callback.get_config()
     defaults = type(callback)(**{k: v for k, v in config.items() if k in ("start_epoch", "end_epoch")})
-    # Every argument differs from its default, so a dropped one would show.
-    assert all(config[k] != v for k, v in defaults.get_config().items() if k not in ("start_epoch", "end_epoch"))
+    # Every argument given differs from its default, so a dropped one would show (WidthAnnealing's
+    # alternative targets left unset are None).
+    assert all(
+        config[k] != v
+        for k, v in defaults.get_config().items()
+        if k not in ("start_epoch", "end_epoch") and config[k] is not None
+    )
     assert type(callback)(**config).get_config() == config
 
 
