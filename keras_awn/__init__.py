@@ -11,6 +11,8 @@ from keras_awn import graph_data
 from keras_awn import layers
 from keras_awn import plotting
 from keras_awn._engine.topology import adaptive_layers
+from keras_awn.conversion import adapt
+from keras_awn.conversion import conversion_plan
 from keras_awn.models import Model
 from keras_awn.models import clone_model
 from keras_awn.models import Sequential
@@ -23,9 +25,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Model",
     "Sequential",
+    "adapt",
     "adaptive_layers",
     "callbacks",
     "clone_model",
+    "conversion_plan",
     "datasets",
     "distributions",
     "graph_data",

@@ -50,7 +50,16 @@ PASSTHROUGH_TYPES = (
 
 
 class UnsupportedConsumerError(ValueError):
-    """A layer reads an adaptive layer's output but cannot follow its width."""
+    """A layer reads an adaptive layer's output but cannot follow its width.
+
+    Attributes:
+        reason: the cause in a few words, without the advice of the message (what
+            `keras_awn.adapt` lists for a layer it keeps).
+    """
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 Links = collections.namedtuple("Links", ["consumers", "passthrough", "direct_readers"])
@@ -85,6 +94,25 @@ ZERO_PRESERVING_ACTIVATIONS = {
     "sparse_plus",
     "squareplus",
 }
+
+
+# Activations with f(p x) = p f(x) for every p > 0: through them an importance scaling reaches
+# the reader unchanged, so a reader's weights can undo it (`keras_awn.adapt`).
+POSITIVELY_HOMOGENEOUS_ACTIVATIONS = {"relu", "linear", "leaky_relu"}
+
+
+def commutes_with_scaling(layer) -> bool:
+    """Whether a zero-preserving passthrough layer computes `p * f(x)` from `p * x` for every
+    per-channel `p > 0` (pooling, dropout, ReLU without threshold or cap, ...): then the layers
+    past it see the units' scaling as the passthrough's input does."""
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and float(layer.threshold) == 0.0
+    if isinstance(layer, keras.layers.ELU):
+        return False
+    if isinstance(layer, keras.layers.Activation):
+        name = keras.activations.serialize(layer.activation)
+        return isinstance(name, str) and name in POSITIVELY_HOMOGENEOUS_ACTIVATIONS
+    return _is_passthrough(layer)
 
 
 def _channels_last(layer) -> bool:
@@ -154,10 +182,17 @@ def _graph_links(graph, producer, links):
     while frontier:
         layer, direct = frontier.pop()
         if id(layer) in output_operations:
+            reason = (
+                "its output is a model output"
+                if layer is producer
+                else f"its output is a model output through '{layer.name}' "
+                f"({type(layer).__name__})"
+            )
             raise UnsupportedConsumerError(
                 f"The output of adaptive layer '{producer.name}' is an output of model "
                 f"'{graph.name}', so its width would change the model's output shape. "
-                f"{_supported_consumers_text()}."
+                f"{_supported_consumers_text()}.",
+                reason=f"{reason}: the model's output width is fixed",
             )
         for node in layer._outbound_nodes:
             if id(node) not in nodes:
@@ -167,7 +202,9 @@ def _graph_links(graph, producer, links):
                 raise UnsupportedConsumerError(
                     f"Layer '{reader.name}' ({type(reader).__name__}) combines the output of "
                     f"adaptive layer '{producer.name}' with other tensors, so it cannot follow "
-                    f"its width. {_supported_consumers_text()}."
+                    f"its width. {_supported_consumers_text()}.",
+                    reason=f"'{reader.name}' ({type(reader).__name__}) combines its output "
+                    "with other tensors",
                 )
             if _is_passthrough(reader):
                 passthrough.append(reader)
@@ -185,14 +222,29 @@ def _graph_links(graph, producer, links):
                     f"Layer '{reader.name}' ({type(reader).__name__}) reads the output of "
                     f"adaptive layer '{producer.name}' but cannot follow its width: it would "
                     "break the zero mask of inactive units or cannot be resized. "
-                    f"{_supported_consumers_text()}."
+                    f"{_supported_consumers_text()}.",
+                    reason=f"'{reader.name}' ({type(reader).__name__}) reads its output and "
+                    "cannot follow a width",
                 )
     if not any(not is_normalization(c) for c in consumers):
         raise UnsupportedConsumerError(
             f"Adaptive layer '{producer.name}' has no layer reading its output in model "
-            f"'{graph.name}'. {_supported_consumers_text()}."
+            f"'{graph.name}'. {_supported_consumers_text()}.",
+            reason="no layer with weights reads its output",
         )
     links[producer] = Links(consumers, passthrough, direct_readers)
+
+
+def graph_links(graph, layer) -> Links:
+    """The `Links` that `layer` would have in `graph` as an adaptive layer (it may be a plain
+    one: `keras_awn.adapt` asks before converting it).
+
+    Raises:
+        UnsupportedConsumerError: a reader cannot follow a width.
+    """
+    links = {}
+    _graph_links(graph, layer, links)
+    return links[layer]
 
 
 def walk(root):
