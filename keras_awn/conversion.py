@@ -16,13 +16,19 @@ at its current width with its trained weights:
    (`gamma * sqrt(p**2 v + eps) / (p sqrt(v + eps))`). The converted model computes the same
    function, to float rounding.
 
-The saliency of unit `i` is what removing it takes from the layers reading it:
-`sum over readers r of rms(input of r)_i * ||row i of r's kernel||`. With a sample of inputs
-(`x=`) the activations' root mean square is measured (`"contribution"`); without one it is
-estimated from the weights (`"weight_norm"`: the norm of the unit's incoming weights, or
-`sqrt(gamma**2 + beta**2)` past a `BatchNormalization`). Attention heads are ordered by
-`||value kernel of the head|| * ||output kernel of the head||`. docs/adapt.md compares the
-orderings (benchmarks/compression.py).
+The saliency orders the units (`saliency=`):
+
+- `"magnitude"` (default): the L1 norm of each unit's incoming weights (a head's query, key,
+  value and output weights), the criterion of structured magnitude pruning;
+- `"contribution"`: what removing the unit takes from the layers reading it,
+  `sum over readers r of rms(input of r)_i * ||row i of r's kernel||`, measured on a sample `x`;
+- `"weight_norm"`: the same estimated from the weights (the norm of the unit's incoming weights,
+  or `sqrt(gamma**2 + beta**2)` past a `BatchNormalization`; attention heads by
+  `||value kernel of the head|| * ||output kernel of the head||`).
+
+The default is the one that fine-tuned best, measured in benchmarks/compression.py
+(docs/compression.md): contribution keeps more accuracy with no fine-tuning on some models, and
+less after it.
 """
 
 import warnings
@@ -356,15 +362,13 @@ def _saliencies(graph, converted, links, x, saliency):
     return result
 
 
-def unit_saliency(model, x=None, saliency=None, layers=None, exclude=None) -> dict:
+def unit_saliency(model, saliency="magnitude", x=None, layers=None, exclude=None) -> dict:
     """The saliency of each unit of the layers `keras_awn.adapt` would convert.
 
     What `adapt` orders units by (most salient first); see the module docstring.
 
     Args:
-        model, layers, exclude: as `keras_awn.adapt` takes them.
-        x: None, or a sample of the model's inputs.
-        saliency: `"contribution"` (default with `x`) or `"weight_norm"` (default without).
+        model, saliency, x, layers, exclude: as `keras_awn.adapt` takes them.
 
     Returns:
         `{layer name: numpy array with one value per unit (per head for attention)}`.
@@ -372,7 +376,7 @@ def unit_saliency(model, x=None, saliency=None, layers=None, exclude=None) -> di
     Example:
 
     ```python
-    scores = keras_awn.conversion.unit_saliency(model, x=x[:512])
+    scores = keras_awn.conversion.unit_saliency(model, "contribution", x=x[:512])
     scores["hidden"].argsort()[::-1]  # the hidden units, most salient first
     ```
     """
@@ -387,14 +391,17 @@ def unit_saliency(model, x=None, saliency=None, layers=None, exclude=None) -> di
 
 
 def _check_saliency(saliency, x):
-    if saliency is None:
-        return "weight_norm" if x is None else "contribution"
     if saliency not in SALIENCIES:
         raise ValueError(f"`saliency` must be one of {SALIENCIES}. Received: saliency={saliency!r}")
     if saliency == "contribution" and x is None:
         raise ValueError(
             "`saliency='contribution'` measures activations on a sample of inputs: pass `x` "
             "(a few hundred training examples). Received: x=None"
+        )
+    if saliency != "contribution" and x is not None:
+        raise ValueError(
+            "`x` is read only by `saliency='contribution'` (the other saliencies come from the "
+            f"weights). Received: saliency={saliency!r} with an `x`"
         )
     return saliency
 
@@ -570,7 +577,15 @@ def _check_layer_arguments(layer_arguments, converted):
                 )
 
 
-def adapt(model, layers=None, exclude=None, x=None, saliency=None, verbose=True, **layer_arguments):
+def adapt(
+    model,
+    layers=None,
+    exclude=None,
+    saliency="magnitude",
+    x=None,
+    verbose=True,
+    **layer_arguments,
+):
     """Returns a keras_awn model that computes what `model` computes, with learned widths.
 
     Every `Dense` and `Conv2D` of `model` whose readers can follow a width becomes an
@@ -597,11 +612,14 @@ def adapt(model, layers=None, exclude=None, x=None, saliency=None, verbose=True,
             `keras.layers.MultiHeadAttention`) to convert. A layer named here that cannot be
             converted is an error.
         exclude: layer names and classes to keep as they are.
-        x: None, or a sample of the model's inputs (a few hundred training examples), on which
-            the saliency of each unit is measured.
-        saliency: `"contribution"` (the default when `x` is given: each unit's measured
-            activations times its outgoing weights) or `"weight_norm"` (the default without
-            `x`: estimated from the weights alone).
+        saliency: how units are ordered, most salient first (docs/adapt.md): `"magnitude"`
+            (default: the L1 norm of each unit's incoming weights, the criterion of
+            structured magnitude pruning), `"contribution"` (each unit's activations measured
+            on `x`, times its outgoing weights) or `"weight_norm"` (the same estimated from the
+            weights). The default was chosen by measurement: after fine-tuning it was as
+            accurate as the others or more (benchmarks/compression.py).
+        x: a sample of the model's inputs (a few hundred training examples), for
+            `saliency="contribution"` only.
         verbose: whether to print the layers that are kept, with their reasons.
         **layer_arguments: width arguments for every converted layer (`quantile`,
             `distribution`, `min_units`, `max_units`, `importance_normalization`,
@@ -669,53 +687,36 @@ def adapt(model, layers=None, exclude=None, x=None, saliency=None, verbose=True,
                 adaptive = models.FunctionalModel.from_config(config)
     adaptive_layers = {layer.name: layer for layer in adaptive.layers}
 
-    # The weights: trained values, reordered and compensated, computed on the host first so
-    # that a failure leaves nothing half-assigned (the model is new anyway).
-    values = {}
+    # The trained values, reordered and compensated on the host, then assigned: converted
+    # layers and their readers get theirs by variable name, every other layer its own weights.
+    values = {layer.name: _plain_values(layer) for layer in converted}
+    reader_names = ("kernel", "gamma", "beta", "moving_mean", "moving_variance")
+    for layer_links in links.values():
+        for consumer in layer_links.consumers:
+            values.setdefault(consumer.name, _values(consumer, reader_names))
     for layer in converted:
-        values[layer.name] = _plain_values(layer)
-    for layer in converted:
-        for consumer in links.get(layer, topology.Links([], [], [])).consumers:
-            if consumer.name not in values:
-                values[consumer.name] = (
-                    _plain_values(consumer)
-                    if consumer in converted
-                    else _values(
-                        consumer, ("kernel", "gamma", "beta", "moving_mean", "moving_variance")
-                    )
-                )
-    for layer in converted:
-        new_layer = adaptive_layers[layer.name]
-        importance = np.asarray(running_state.host_value(new_layer.importance()), "float64")
+        importance = np.asarray(
+            running_state.host_value(adaptive_layers[layer.name].importance()), "float64"
+        )
         if not np.all(importance > 0):
             raise RuntimeError(
                 f"Layer '{layer.name}' converted with a zero importance: {importance}. "
                 "This is a bug in keras_awn.adapt."
             )
-        order = orders[layer]
-        _reorder_units(layer, values[layer.name], order, importance)
+        _reorder_units(layer, values[layer.name], orders[layer], importance)
         layer_links = links.get(layer)
-        if layer_links is None:
-            continue
-        for consumer in layer_links.consumers:
+        for consumer in layer_links.consumers if layer_links is not None else ():
             direct = consumer in layer_links.direct_readers
-            _reorder_reader(consumer, values[consumer.name], order, importance if direct else None)
-
+            _reorder_reader(
+                consumer, values[consumer.name], orders[layer], importance if direct else None
+            )
     for layer in graph._operations:
         new_layer = adaptive_layers.get(layer.name)
-        if new_layer is None or isinstance(layer, keras.layers.InputLayer):
+        if new_layer is None or not layer.weights:
             continue
-        if layer.name not in values:
+        if layer not in converted:
             new_layer.set_weights(layer.get_weights())
-            continue
-        untouched = [
-            (variable, value)
-            for variable, value in zip(new_layer.weights, layer.get_weights())
-            if layer not in converted
-        ]
-        for variable, value in untouched:
-            variable.assign(value)
-        for name, value in values[layer.name].items():
+        for name, value in values.get(layer.name, {}).items():
             getattr(new_layer, name).assign(value)
     if verbose:
         kept = {name: reason for name, reason in plan.items() if reason is not None}

@@ -90,11 +90,12 @@ def assert_same_function(adapted, original, x):
     np.testing.assert_allclose(predictions(adapted, x), expected, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("with_sample", [False, True], ids=["weight_norm", "contribution"])
-def test_a_trained_sequential_mlp_keeps_its_predictions(with_sample):
+@pytest.mark.parametrize("saliency", ["magnitude", "contribution", "weight_norm"])
+def test_a_trained_sequential_mlp_keeps_its_predictions(saliency):
     model, x, _ = trained_mlp()
     before = [w.copy() for w in model.get_weights()]
-    adapted = keras_awn.adapt(model, x=x[:64] if with_sample else None, verbose=False)
+    sample = x[:64] if saliency == "contribution" else None
+    adapted = keras_awn.adapt(model, saliency=saliency, x=sample, verbose=False)
     assert isinstance(adapted, keras_awn.Sequential)
     assert keras_awn.widths(adapted) == {"hidden_1": 24, "hidden_2": 16}
     assert isinstance(adapted.get_layer("hidden_1"), AdaptiveDense)
@@ -112,9 +113,9 @@ def test_units_are_ordered_by_their_measured_contribution():
     kernel_1, bias_1, kernel_2, _ = (np.asarray(w, "float64") for w in model.get_weights()[:4])
     activations = np.maximum(sample.astype("float64") @ kernel_1 + bias_1, 0.0)
     expected = np.sqrt((activations**2).mean(axis=0)) * np.linalg.norm(kernel_2, axis=1)
-    scores = keras_awn.conversion.unit_saliency(model, x=sample)
+    scores = keras_awn.conversion.unit_saliency(model, "contribution", x=sample)
     np.testing.assert_allclose(scores["hidden_1"], expected, rtol=1e-4, atol=1e-6)
-    adapted = keras_awn.adapt(model, x=sample, verbose=False)
+    adapted = keras_awn.adapt(model, saliency="contribution", x=sample, verbose=False)
     # The adapted layer's units are the original ones, most salient first.
     order = np.argsort(-expected, kind="stable")
     np.testing.assert_allclose(
@@ -131,16 +132,22 @@ def test_units_are_ordered_by_their_measured_contribution():
 
 def test_magnitude_saliency_is_the_l1_norm_of_incoming_weights():
     model, _, _ = trained_mlp()
-    scores = keras_awn.conversion.unit_saliency(model, saliency="magnitude")
-    kernel = np.abs(np.asarray(model.get_layer("hidden_2").kernel.numpy(), "float64"))
+    scores = keras_awn.conversion.unit_saliency(model)
+    kernel = np.abs(ops.convert_to_numpy(model.get_layer("hidden_2").kernel).astype("float64"))
     np.testing.assert_allclose(scores["hidden_2"], kernel.sum(axis=0), rtol=1e-6)
+    # The default order: the adapted layer's units by decreasing L1 norm (the first layer's
+    # inputs are the model's, not rescaled by an importance).
+    adapted = keras_awn.adapt(model, verbose=False)
+    norms = np.abs(ops.convert_to_numpy(adapted.get_layer("hidden_1").kernel)).sum(axis=0)
+    assert np.all(np.diff(norms) <= 1e-6)
+    np.testing.assert_allclose(np.sort(norms), np.sort(scores["hidden_1"]), rtol=1e-6)
 
 
 def test_a_functional_cnn_with_batch_normalization_converts_trains_saves_loads_and_strips(
     tmp_path,
 ):
     model, x, y = trained_cnn()
-    adapted = keras_awn.adapt(model, x=x[:48], verbose=False)
+    adapted = keras_awn.adapt(model, saliency="contribution", x=x[:48], verbose=False)
     assert isinstance(adapted, keras_awn.Model)
     assert {type(adapted.get_layer(n)) for n in ("conv_1", "conv_2")} == {AdaptiveConv2D}
     assert isinstance(adapted.get_layer("dense"), AdaptiveDense)
@@ -240,6 +247,8 @@ def test_clear_refusals():
         keras_awn.adapt(model, exclude=[keras.layers.LSTM], verbose=False)
     with pytest.raises(ValueError, match="Received: x=None"):
         keras_awn.adapt(model, saliency="contribution", verbose=False)
+    with pytest.raises(ValueError, match="with an `x`"):
+        keras_awn.adapt(model, x=x[:8], verbose=False)
     with pytest.raises(ValueError, match="Received: saliency='largest'"):
         keras_awn.adapt(model, saliency="largest", verbose=False)
     with pytest.raises(ValueError, match="Received: capacity=4"):
