@@ -21,7 +21,8 @@ The saliency orders the units (`saliency=`):
 - `"magnitude"` (default): the L1 norm of each unit's incoming weights (a head's query, key,
   value and output weights), the criterion of structured magnitude pruning;
 - `"contribution"`: what removing the unit takes from the layers reading it,
-  `sum over readers r of rms(input of r)_i * ||row i of r's kernel||`, measured on a sample `x`;
+  `sum over readers r of rms(input of r)_i * ||row i of r's kernel||`, measured on a sample `x`
+  (attention heads are still ordered from their weights, as below);
 - `"weight_norm"`: the same estimated from the weights (the norm of the unit's incoming weights,
   or `sqrt(gamma**2 + beta**2)` past a `BatchNormalization`; attention heads by
   `||value kernel of the head|| * ||output kernel of the head||`).
@@ -30,8 +31,6 @@ The default is the one that fine-tuned best, measured in benchmarks/compression.
 (docs/compression.md): contribution keeps more accuracy with no fine-tuning on some models, and
 less after it.
 """
-
-import warnings
 
 import keras
 import numpy as np
@@ -51,7 +50,14 @@ SALIENCIES = ("magnitude", "contribution", "weight_norm")
 
 # What `keras.layers.MultiHeadAttention.call` may receive for its adaptive counterpart to
 # compute the same: `AdaptiveMultiHeadAttention.call` takes these and nothing else.
-_ATTENTION_CALL_ARGUMENTS = {"key", "attention_mask", "training", "use_causal_mask"}
+_ATTENTION_CALL_ARGUMENTS = {
+    "query",
+    "value",
+    "key",
+    "attention_mask",
+    "training",
+    "use_causal_mask",
+}
 
 
 # -- Which layers convert, and why the others do not ---------------------------------------------
@@ -86,6 +92,7 @@ def _layer_reason(layer):
         )
     if not layer.built:
         return "not built"
+    config = layer.get_config()
     for attribute in (
         "kernel_regularizer",
         "bias_regularizer",
@@ -93,7 +100,8 @@ def _layer_reason(layer):
         "kernel_constraint",
         "bias_constraint",
     ):
-        if getattr(layer, attribute, None) is not None:
+        # Read from the config: MultiHeadAttention keeps them in private attributes.
+        if config.get(attribute) is not None:
             return f"it has a `{attribute}`, which adaptive layers do not take"
     if getattr(layer, "lora_enabled", False):
         return "LoRA is enabled on it"
@@ -105,7 +113,6 @@ def _layer_reason(layer):
         if layer.groups != 1:
             return f"groups={layer.groups}: a grouped convolution's filters cannot be reordered"
     if isinstance(layer, keras.layers.MultiHeadAttention):
-        config = layer.get_config()
         for name, default in (
             ("output_shape", None),
             ("attention_axes", None),
@@ -145,6 +152,18 @@ def _call_reason(graph, layer):
     return None
 
 
+def _before_normalization(graph, passthrough, producer):
+    """Whether `passthrough` sees `producer`'s importance-scaled units: no BatchNormalization
+    (which normalizes the scaling away) sits between them."""
+    layer = passthrough
+    while layer is not producer:
+        (node,) = _nodes_in(graph, layer)
+        layer = node.arguments.keras_tensors[0]._keras_history[0]
+        if topology.is_normalization(layer):
+            return False
+    return True
+
+
 def _readers_reason(graph, layer):
     """Why the layers reading `layer` cannot follow a width (or undo the importance), or None."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
@@ -154,7 +173,12 @@ def _readers_reason(graph, layer):
     except topology.UnsupportedConsumerError as error:
         return error.reason
     for passthrough in links.passthrough:
-        if not topology.commutes_with_scaling(passthrough):
+        if len(_nodes_in(graph, passthrough)) != 1:
+            # Its other calls would be taken for readers of this layer.
+            return f"'{passthrough.name}' between it and its readers is a shared layer"
+        if _before_normalization(graph, passthrough, layer) and not (
+            topology.commutes_with_scaling(passthrough)
+        ):
             return (
                 f"'{passthrough.name}' ({type(passthrough).__name__}) sits between it and its "
                 "readers and does not commute with a per-unit scaling, so the converted model "
@@ -177,9 +201,9 @@ def _check_selectors(argument, selectors, names):
         return []
     if isinstance(selectors, (str, type)):
         selectors = [selectors]
-    if not isinstance(selectors, (list, tuple, set)):
+    if not isinstance(selectors, (list, tuple, set)) or not selectors:
         raise ValueError(
-            f"`{argument}` must be None or a list of layer names and layer classes "
+            f"`{argument}` must be None or a non-empty list of layer names and layer classes "
             f"(keras.layers.Dense, ...). Received: {argument}={selectors!r}"
         )
     for selector in selectors:
@@ -214,9 +238,11 @@ def conversion_plan(model, layers=None, exclude=None) -> dict:
 
     Example:
 
-    >>> keras_awn.conversion_plan(model)
-    {'hidden': None, 'logits': "its output is an output of model 'mlp': the model's output
-    width is fixed"}
+    ```python
+    keras_awn.conversion_plan(model)
+    # {"hidden": None, "logits": "its output is a model output: the model's output width is
+    #  fixed"}
+    ```
     """
     graph = _graph_of(model)
     operations = list(graph._operations)
@@ -292,11 +318,10 @@ def _magnitude(layer):
     weights), the criterion of structured magnitude pruning."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
         total = 0.0
-        for dense in keras_internals.multi_head_attention_projections(layer):
+        projections = keras_internals.multi_head_attention_projections(layer)
+        for index, dense in enumerate(projections):
             kernel = np.abs(np.asarray(running_state.host_value(dense.kernel), "float64"))
-            heads_axis = (
-                0 if dense is keras_internals.multi_head_attention_projections(layer)[3] else 1
-            )
+            heads_axis = 0 if index == len(projections) - 1 else 1  # the output projection
             total = total + np.moveaxis(kernel, heads_axis, 0).reshape(
                 kernel.shape[heads_axis], -1
             ).sum(axis=1)
@@ -368,7 +393,12 @@ def unit_saliency(model, saliency="magnitude", x=None, layers=None, exclude=None
     What `adapt` orders units by (most salient first); see the module docstring.
 
     Args:
-        model, saliency, x, layers, exclude: as `keras_awn.adapt` takes them.
+        model: a built `keras.Sequential` or functional model.
+        saliency: `"magnitude"` (default), `"contribution"` or `"weight_norm"` (see
+            `keras_awn.adapt`).
+        x: a sample of the model's inputs, for `saliency="contribution"` only.
+        layers: None or layer names and classes to score (as `keras_awn.adapt` takes them).
+        exclude: layer names and classes not to score.
 
     Returns:
         `{layer name: numpy array with one value per unit (per head for attention)}`.
@@ -560,19 +590,19 @@ def _check_layer_arguments(layer_arguments, converted):
             "capacity itself. Received: "
             + ", ".join(f"{name}={layer_arguments[name]!r}" for name in unknown)
         )
-    for bound, compare in (
-        ("max_units", lambda units, b: b < units),
-        ("min_units", lambda u, b: b > u),
-    ):
-        value = layer_arguments.get(bound)
-        if value is None:
-            continue
-        for layer in converted:
-            if isinstance(value, (int, float)) and compare(_units(layer), value):
+    max_units = layer_arguments.get("max_units")
+    min_units = layer_arguments.get("min_units")
+    for layer in converted:
+        units = _units(layer)
+        for bound, value, blocks in (
+            ("max_units", max_units, max_units is not None and max_units < units),
+            ("min_units", min_units, min_units is not None and min_units > units),
+        ):
+            if blocks:
                 raise ValueError(
                     f"`{bound}` must let every converted layer start at its current width, "
-                    f"and layer '{layer.name}' has {_units(layer)} units. To compress, train "
-                    "with `keras_awn.callbacks.WidthAnnealing(target_fraction=...)`. "
+                    f"and layer '{layer.name}' has {units} units. To compress, train with "
+                    "`keras_awn.callbacks.WidthAnnealing(0, 1, target_fraction=...)`. "
                     f"Received: {bound}={value!r}"
                 )
 
@@ -637,10 +667,10 @@ def adapt(
                                 keras.layers.Dense(64, activation="relu"),
                                 keras.layers.Dense(2)])
     ...  # trained.fit(x, y)
-    model = keras_awn.adapt(trained, x=x[:512])  # predicts what `trained` predicts
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=6, callbacks=[
-        keras_awn.callbacks.WidthAnnealing(0, 4, target_fraction=0.25)])
+    model = keras_awn.adapt(trained)  # predicts what `trained` predicts
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=8, callbacks=[
+        keras_awn.callbacks.WidthAnnealing(0, 1, target_fraction=0.25)])  # cut, then fine-tune
     small = keras_awn.strip(model)  # plain Dense layers, a quarter of the hidden units
     ```
     """
@@ -669,22 +699,18 @@ def adapt(
     saliencies = _saliencies(graph, converted, links, x, saliency)
     orders = {layer: np.argsort(-saliencies[layer], kind="stable") for layer in converted}
 
-    with warnings.catch_warnings():
-        # A layer narrower than the distributions' narrowest width (3 units) starts at its
-        # capacity, which is what it has: nothing to warn about.
-        warnings.filterwarnings("ignore", message="Adaptive layer .* starts at")
-        replacements = {
-            layer.name: _adaptive_counterpart(layer, layer_arguments) for layer in converted
-        }
-        config = _adaptive_config(model, replacements)
-        # Imported here: keras_awn.models imports the callbacks, which import the layers.
-        from keras_awn import models
+    replacements = {
+        layer.name: _adaptive_counterpart(layer, layer_arguments) for layer in converted
+    }
+    config = _adaptive_config(model, replacements)
+    # Imported here: keras_awn.models imports the callbacks, which import the layers.
+    from keras_awn import models
 
-        with saving.own_classes(model):
-            if isinstance(model, keras.Sequential):
-                adaptive = models.Sequential.from_config(config)
-            else:
-                adaptive = models.FunctionalModel.from_config(config)
+    with saving.own_classes(model):
+        if isinstance(model, keras.Sequential):
+            adaptive = models.Sequential.from_config(config)
+        else:
+            adaptive = models.FunctionalModel.from_config(config)
     adaptive_layers = {layer.name: layer for layer in adaptive.layers}
 
     # The trained values, reordered and compensated on the host, then assigned: converted

@@ -245,6 +245,8 @@ def test_clear_refusals():
         keras_awn.adapt(model, layers=["nope"], verbose=False)
     with pytest.raises(ValueError, match="Received: exclude="):
         keras_awn.adapt(model, exclude=[keras.layers.LSTM], verbose=False)
+    with pytest.raises(ValueError, match="Received: layers=\\[\\]"):
+        keras_awn.adapt(model, layers=[], verbose=False)
     with pytest.raises(ValueError, match="Received: x=None"):
         keras_awn.adapt(model, saliency="contribution", verbose=False)
     with pytest.raises(ValueError, match="with an `x`"):
@@ -255,7 +257,7 @@ def test_clear_refusals():
         keras_awn.adapt(model, capacity=4, verbose=False)
     with pytest.raises(ValueError, match="'hidden_1' has 24 units.*Received: max_units=8"):
         keras_awn.adapt(model, max_units=8, verbose=False)
-    with pytest.raises(ValueError, match="nothing|No layer"):
+    with pytest.raises(ValueError, match="No layer"):
         keras_awn.adapt(model, exclude=["hidden_1", "hidden_2"], verbose=False)
     with pytest.raises(ValueError, match="not built"):
         keras_awn.adapt(keras.Sequential([keras.layers.Dense(2)]), verbose=False)
@@ -278,3 +280,40 @@ def test_verbose_lists_the_kept_layers(capsys):
     printed = capsys.readouterr().out
     assert "'hidden_1', 'hidden_2'" in printed
     assert "kept 'logits': its output is a model output" in printed
+
+
+def test_shared_layers_and_private_regularizers_keep_a_layer_plain():
+    inputs = keras.Input((4,))
+    shared_activation = keras.layers.ReLU(name="shared_relu")
+    left = keras.layers.Dense(6, name="left")(inputs)
+    right = keras.layers.Dense(5, name="right")(inputs)
+    left = keras.layers.Dense(3, name="left_out")(shared_activation(left))
+    right = keras.layers.Dense(3, name="right_out")(shared_activation(right))
+    tokens = keras.layers.Reshape((2, 3))(keras.layers.Concatenate()([left, right]))
+    attended = keras.layers.MultiHeadAttention(
+        2, key_dim=2, kernel_regularizer="l2", name="regularized_attention"
+    )(tokens, tokens)
+    model = keras.Model(inputs, keras.layers.Flatten()(attended))
+    plan = keras_awn.conversion_plan(model)
+    # The shared ReLU's other call would be taken for a reader of each Dense.
+    assert "'shared_relu' between it and its readers is a shared layer" in plan["left"]
+    assert "shared layer" in plan["right"]
+    assert "kernel_regularizer" in plan["regularized_attention"]
+
+
+def test_attention_called_with_keywords_and_activations_past_a_normalization_convert():
+    inputs = keras.Input((6, 8))
+    attended = keras.layers.MultiHeadAttention(2, key_dim=4, name="attention")(
+        query=inputs, value=inputs
+    )
+    images = keras.layers.Reshape((6, 8, 1))(attended)
+    hidden = keras.layers.Conv2D(5, 3, padding="same", name="conv")(images)
+    hidden = keras.layers.BatchNormalization()(hidden)
+    # gelu does not commute with a scaling, but the normalization has removed it.
+    hidden = keras.layers.Activation("gelu")(hidden)
+    hidden = keras.layers.Conv2D(4, 3, name="reader")(hidden)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(hidden))
+    plan = keras_awn.conversion_plan(model)
+    assert plan["attention"] is None and plan["conv"] is None
+    x = np.random.default_rng(0).normal(size=(8, 6, 8)).astype("float32")
+    assert_same_function(keras_awn.adapt(model, verbose=False), model, x)

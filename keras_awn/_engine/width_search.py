@@ -152,7 +152,9 @@ def set_width(layer, units: int, links) -> None:
     old_raw = float(running_state.host_value(layer.width_parameter))
     old_active = layer.active_units_on_host(old_raw)
     new_raw = layer.distribution.raw_for_width(int(units), layer.quantile)
-    new_active = layer.active_units_on_host(new_raw)
+    # Below the distributions' narrowest width (3 units) the caller also lowers the capacity
+    # (or `max_units`) to `units`: the importance is then spread over `units` units.
+    new_active = min(layer.active_units_on_host(new_raw), int(units))
     if new_active == old_active:
         return
     old_importance = layer.distribution.importance_on_host(

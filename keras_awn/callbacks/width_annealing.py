@@ -43,7 +43,9 @@ class WidthAnnealing(keras.callbacks.Callback):
         final_fraction: float in (0, 1], the final scale of the width prior as a share of the
             initial one. Defaults to 0.1 (the paper anneals by 90%).
         target_fraction: float in (0, 1], each layer's target width as a share of its width
-            when annealing starts (at least one unit).
+            when this callback first sees the model (at least one unit). A `fit` resumed
+            after an interruption (`BackupAndRestore`) gets a new callback, which would take
+            the share of the widths already cut: resume with `target_units` instead.
         target_units: `{layer name: units}`, the target width of some adaptive layers (the
             others are not annealed).
         target_parameters: int >= 1, a budget: the most parameters the model may hold at its
@@ -64,9 +66,10 @@ class WidthAnnealing(keras.callbacks.Callback):
     model.fit(x, y, epochs=20, callbacks=[
         keras_awn.callbacks.WidthAnnealing(start_epoch=8, end_epoch=16, final_fraction=0.1)
     ])
-    # Or to a size: a quarter of each layer's units after 4 epochs, then 2 more at that size.
+    # Or to a size: a quarter of each layer's units from the first epoch on (one cut, then
+    # fine-tuning at that size; `WidthAnnealing(0, 4, ...)` would cut over epochs 0 to 3).
     model.fit(x, y, epochs=6, callbacks=[
-        keras_awn.callbacks.WidthAnnealing(0, 4, target_fraction=0.25)
+        keras_awn.callbacks.WidthAnnealing(0, 1, target_fraction=0.25)
     ])
     ```
     """
@@ -104,7 +107,11 @@ class WidthAnnealing(keras.callbacks.Callback):
                 )
             )
         if target_fraction is not None:
-            validation.check_in_open_interval("target_fraction", target_fraction, 0.0, 1.0 + 1e-12)
+            if not validation.is_number(target_fraction) or not 0.0 < target_fraction <= 1.0:
+                raise ValueError(
+                    "`target_fraction` must be a number in (0, 1]. "
+                    f"Received: target_fraction={target_fraction!r}"
+                )
             target_fraction = float(target_fraction)
         if target_units is not None:
             if not isinstance(target_units, dict) or not target_units:
@@ -252,7 +259,7 @@ class WidthAnnealing(keras.callbacks.Callback):
             for layer, target in self._targets_for(layers, links).items():
                 self._targets[id(layer)] = (layer, layer.active_units, target)
         still_to_go = self.scale_fraction(epoch)
-        bounds, capacities, lowered = [], {}, False
+        bounds, capacities = [], {}
         for layer, start, target in self._targets.values():
             bound = target + math.floor((start - target) * still_to_go)
             if layer.max_units == bound and layer.min_units == bound:
@@ -260,7 +267,6 @@ class WidthAnnealing(keras.callbacks.Callback):
             if layer.active_units != bound:
                 # `set_width` reads the layer's bounds for the old width and the new one: a
                 # lower `min_units` first lets the new one go below the old bound.
-                lowered = lowered or layer.min_units > bound
                 layer.min_units = min(layer.min_units, bound)
                 width_search.set_width(layer, bound, links[layer])
             # Held at the bound: the width search (or the gradient) cannot move it.
@@ -271,8 +277,8 @@ class WidthAnnealing(keras.callbacks.Callback):
         if capacities:
             resize.resize(self.model, capacities, links)
         # The bounds are constants of the compiled step.
-        if not training_state.set_trace_constants(self.model, bounds) and lowered:
-            training_state.rebuild_step_functions(self.model)
+        # (A changed bound always includes `max_units`, so this rebuilds the step.)
+        training_state.set_trace_constants(self.model, bounds)
 
     def get_config(self):
         return {

@@ -113,7 +113,7 @@ def test_width_changes_keep_a_batch_normalization_readers_inference_output(units
     normalization.moving_variance.assign(rng.uniform(1e-4, 2.0, 16).astype("float32"))
     # Masked channels keep a zero gamma and beta (`topology.UnitMaskConstraint`, after every
     # optimizer step).
-    mask = helpers_mask(model, 16)
+    mask = _active_mask(model, 16)
     normalization.gamma.assign(rng.uniform(0.5, 2.0, 16).astype("float32") * mask)
     normalization.beta.assign(rng.normal(size=16).astype("float32") * mask)
     probe = rng.uniform(size=(16, 6, 6, 1)).astype("float32")
@@ -130,7 +130,7 @@ def test_width_changes_keep_a_batch_normalization_readers_inference_output(units
     )
 
 
-def helpers_mask(model, capacity):
+def _active_mask(model, capacity):
     """1 for the first adaptive layer's active channels, 0 beyond (masked BatchNormalization
     channels keep a zero beta)."""
     return (np.arange(capacity) < model.layers[0].active_units).astype("float32")

@@ -101,19 +101,21 @@ def test_size_schedule_is_linear_and_holds_the_target():
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
-def test_each_cut_removes_the_least_important_units_and_keeps_the_others():
+# 2: below the distributions' narrowest width (3), reached through the capacity.
+@pytest.mark.parametrize("units", [8, 2])
+def test_each_cut_removes_the_least_important_units_and_keeps_the_others(units):
     x, _ = helpers.spiral_data(64)
     model = wide_model()
     model.build((None, 2))
     first = topology.adaptive_layers(model)[0]
-    first.training_state.probe_cut = 8
+    first.training_state.probe_cut = units
     cut = model.predict(x, verbose=0)
     first.training_state.probe_cut = None
-    annealing = WidthAnnealing(0, 1, target_units={first.name: 8})
+    annealing = WidthAnnealing(0, 1, target_units={first.name: units})
     annealing.set_model(model)
     annealing.on_epoch_begin(0)
     second = topology.adaptive_layers(model)[1]
-    assert keras_awn.widths(model) == {first.name: 8, second.name: 20}
+    assert keras_awn.widths(model) == {first.name: units, second.name: 20}
     # What the model cut to its first 8 units computed, through rescaled readers.
     np.testing.assert_allclose(model.predict(x, verbose=0), cut, rtol=1e-4, atol=1e-5)
 
