@@ -50,9 +50,9 @@ SALIENCIES = ("magnitude", "contribution", "weight_norm")
 # The share of the importance mass a converted layer's width covers, unless `adapt` is given a
 # `quantile`. The readers of a unit hold its outgoing weights divided by its importance, and
 # Adam's steps do not depend on a weight's scale: unit i's contribution then moves p_i times as
-# fast as in the plain model. 0.5 keeps the importances within a factor of about 2 of each other
-# (0.9, the layers' default, spreads them over a factor of about 15): fine-tuning a compressed
-# Transformer block measured 0.990 against 0.955 at a quarter of its width (docs/adapt.md).
+# fast as in the plain model. 0.5 keeps a layer's importances within a factor of about 2 (4 at
+# 4 units); 0.9, the layers' default, spreads them over 10 to 13 (100 at 4 units). Fine-tuning a
+# Transformer block compressed to a quarter measured 0.990 against 0.955 (docs/adapt.md).
 ADAPT_QUANTILE = 0.5
 
 # What `keras.layers.MultiHeadAttention.call` may receive for its adaptive counterpart to
@@ -413,7 +413,9 @@ def unit_saliency(model, saliency="magnitude", x=None, layers=None, exclude=None
     Example:
 
     ```python
-    scores = keras_awn.conversion.unit_saliency(model, "contribution", x=x[:512])
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, name="hidden"),
+                              keras.layers.Dense(2)])
+    scores = keras_awn.conversion.unit_saliency(plain, "contribution", x=x[:512])
     scores["hidden"].argsort()[::-1]  # the hidden units, most salient first
     ```
     """
@@ -671,11 +673,12 @@ def adapt(
     Example:
 
     ```python
-    trained = keras.Sequential([keras.Input((30,)),
-                                keras.layers.Dense(128, activation="relu"),
+    trained = keras.Sequential([keras.Input((2,)),
                                 keras.layers.Dense(64, activation="relu"),
+                                keras.layers.Dense(32, activation="relu"),
                                 keras.layers.Dense(2)])
-    ...  # trained.fit(x, y)
+    trained.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trained.fit(x, y, epochs=2, verbose=0)
     model = keras_awn.adapt(trained)  # predicts what `trained` predicts
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=8, callbacks=[

@@ -36,3 +36,30 @@ def test_performance_benchmark_runs_in_quick_mode():
     # The settling part: two policies on each of its two tasks.
     assert len([r for r in rows if "(widths shrink)" in r]) == 2
     assert len([r for r in rows if "(widths grow)" in r]) == 2
+
+
+def test_compression_benchmark_runs_in_quick_mode():
+    backend = keras.backend.backend()
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "compression.py"),
+            "--quick",
+            "--backend",
+            backend,
+            "--families",
+            "tabular",
+            "--seeds",
+            "1",
+            "--fractions",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("  tabular seed 0 f=0.5"))
+    # Every method ran at the adaptive model's size.
+    for method in ("adaptive", "adaptive_contribution", "magnitude", "scratch"):
+        assert f"{method} " in line

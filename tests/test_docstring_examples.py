@@ -32,7 +32,13 @@ def public_classes():
     return classes
 
 
-DOCUMENTED = public_classes() + [keras_awn.plotting, keras_awn.clone_model]
+DOCUMENTED = public_classes() + [
+    keras_awn.plotting,
+    keras_awn.clone_model,
+    keras_awn.adapt,
+    keras_awn.conversion_plan,
+    keras_awn.conversion.unit_saliency,
+]
 
 
 def namespace():

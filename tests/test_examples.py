@@ -42,6 +42,18 @@ def test_annealing_example_prints_both_runs(capsys):
     assert result["annealed"][:3] == result["reference"][:3]
 
 
+def test_compression_example_compresses_to_the_fraction(capsys):
+    import compress
+
+    small = compress.main(["--epochs", "2", "--fine-tune-epochs", "2", "--fraction", "0.5"])
+    output = capsys.readouterr().out
+    assert "trained:" in output and "compressed:" in output
+    # The recipe's model is plain Keras, with half of the filters and hidden units.
+    assert small.get_layer("conv_1").filters == 16 and small.get_layer("hidden").units == 32
+    change = float(output.split("largest prediction change ")[1].split()[0])
+    assert change < 1e-3
+
+
 from examples import compare  # noqa: E402
 from examples import reproduce  # noqa: E402
 from examples import tasks  # noqa: E402
