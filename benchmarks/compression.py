@@ -175,15 +175,10 @@ class Transformer(Family):
     examples = 4000
 
     def data(self, seed):
-        import numpy as np
+        sys.path.insert(0, ROOT)
+        from examples.tasks import token_sequences
 
-        rng = np.random.default_rng(seed)
-        tokens = rng.integers(0, self.symbols, (self.examples, self.length))
-        one_hot = np.eye(self.symbols, dtype="float32")[tokens]
-        position = np.broadcast_to(
-            np.eye(self.length, dtype="float32"), (self.examples, self.length, self.length)
-        )
-        x = np.concatenate([one_hot, position], axis=-1)
+        tokens, x = token_sequences(seed, self.examples, self.length, self.symbols)
         # Each token plus the token at the mirrored position, modulo the symbols: attention
         # finds the mirror, the feed-forward layer adds (a 48 x 48 table, which takes width).
         y = ((tokens + tokens[:, ::-1]) % self.symbols).astype("int32")

@@ -247,6 +247,17 @@ class DigitsRNN(Task):
         )
 
 
+def token_sequences(seed, examples, length, symbols):
+    """`(tokens, x)`: random token sequences (`examples x length` ints below `symbols`) and their
+    encoding, a one-hot symbol concatenated with a one-hot position per token (so no positional
+    embedding layer is needed)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, symbols, (examples, length))
+    one_hot = np.eye(symbols, dtype="float32")[tokens]
+    position = np.broadcast_to(np.eye(length, dtype="float32"), (examples, length, length))
+    return tokens, np.concatenate([one_hot, position], axis=-1)
+
+
 class Reverse(Task):
     """Sequence to sequence: output the input tokens in reverse order.
 
@@ -264,13 +275,7 @@ class Reverse(Task):
     examples = 4000
 
     def data(self, seed):
-        rng = np.random.default_rng(seed)
-        tokens = rng.integers(0, self.symbols, (self.examples, self.length))
-        one_hot = np.eye(self.symbols, dtype="float32")[tokens]
-        position = np.broadcast_to(
-            np.eye(self.length, dtype="float32"), (self.examples, self.length, self.length)
-        )
-        x = np.concatenate([one_hot, position], axis=-1)
+        tokens, x = token_sequences(seed, self.examples, self.length, self.symbols)
         return _split(x, tokens[:, ::-1].astype("int32"))
 
     def _encoder(self, attention, feed_forward):

@@ -515,14 +515,9 @@ def _units(layer):
 def _adaptive_config(model, replacements):
     config = model.get_config()
     for entry in config["layers"]:
-        name = entry.get("name") or entry["config"].get("name")
-        replacement = replacements.get(name)
-        if replacement is None:
-            continue
-        serialized = keras.saving.serialize_keras_object(replacement)
-        for key in ("module", "class_name", "config", "registered_name"):
-            entry[key] = serialized[key]
-        entry.pop("build_config", None)
+        replacement = replacements.get(saving.config_entry_name(entry))
+        if replacement is not None:
+            saving.replace_in_config(entry, replacement)
     return config
 
 

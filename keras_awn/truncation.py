@@ -156,7 +156,7 @@ def _plain_config(model):
     config = model.get_config()
     by_name = {layer.name: layer for layer in model.layers}
     for entry in config["layers"]:
-        name = entry.get("name") or entry["config"].get("name")
+        name = saving.config_entry_name(entry)
         layer = by_name.get(name)
         replacement = _plain_replacement(layer) if layer is not None else None
         if replacement is None:
@@ -166,10 +166,7 @@ def _plain_config(model):
                     "adaptive layers, with plain layers."
                 )
             continue
-        serialized = keras.saving.serialize_keras_object(replacement)
-        for key in ("module", "class_name", "config", "registered_name"):
-            entry[key] = serialized[key]
-        entry.pop("build_config", None)
+        saving.replace_in_config(entry, replacement)
     return config
 
 

@@ -28,6 +28,21 @@ def own_classes(model):
     return keras.saving.custom_object_scope(classes)
 
 
+def replace_in_config(entry, layer) -> None:
+    """Makes the layer entry `entry` of a model's config describe `layer` instead (its class and
+    config; the old build config is dropped, the model's graph builds it). `strip` and
+    `keras_awn.adapt` rebuild models from configs edited so."""
+    serialized = keras.saving.serialize_keras_object(layer)
+    for key in ("module", "class_name", "config", "registered_name"):
+        entry[key] = serialized[key]
+    entry.pop("build_config", None)
+
+
+def config_entry_name(entry) -> str:
+    """The layer name of an entry of a Sequential or functional model's config."""
+    return entry.get("name") or entry["config"].get("name")
+
+
 def stored_capacity(layer, store):
     """The number of units the weights `store` holds for adaptive `layer`, or None if it cannot
     be read (Keras stores a layer's own variables by their position in its lists)."""

@@ -229,27 +229,24 @@ class WidthAnnealing(keras.callbacks.Callback):
         def widths_at(share):
             return {layer: max(1, math.ceil(share * w)) for layer, w in starts.items()}
 
-        smallest = self._parameters_at({**others, **widths_at(0.0)}, links)
-        if smallest > self.target_parameters:
+        def fits(share):
+            return self._parameters_at({**others, **widths_at(share)}, links) <= (
+                self.target_parameters
+            )
+
+        if not fits(0.0):
+            smallest = self._parameters_at({**others, **widths_at(0.0)}, links)
             raise ValueError(
                 f"`target_parameters` is below what model '{self.model.name}' holds with one "
                 f"unit per annealed layer ({smallest:,} parameters). "
                 f"Received: target_parameters={self.target_parameters}"
             )
-        low, high = 0.0, 1.0
-        if self._parameters_at({**others, **widths_at(1.0)}, links) <= self.target_parameters:
-            low = 1.0
+        if fits(1.0):
+            return widths_at(1.0)
+        low, high = 0.0, 1.0  # fits(low) and not fits(high)
         for _ in range(40):
-            if low == 1.0:
-                break
             middle = (low + high) / 2
-            if (
-                self._parameters_at({**others, **widths_at(middle)}, links)
-                <= self.target_parameters
-            ):
-                low = middle
-            else:
-                high = middle
+            low, high = (middle, high) if fits(middle) else (low, middle)
         return widths_at(low)
 
     def _anneal_size(self, epoch):
