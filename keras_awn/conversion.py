@@ -285,19 +285,21 @@ def _rms_per_unit(values):
     return np.sqrt(np.mean(values**2, axis=tuple(range(values.ndim - 1))))
 
 
-def _row_norms(kernel):
-    """The norm of each input unit's weights in a Dense/Conv2D kernel (input axis -2)."""
-    kernel = np.asarray(kernel, dtype="float64")
-    moved = np.moveaxis(kernel, -2, 0)
-    return np.sqrt((moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1))
+def _unit_norms(array, axis, order=2):
+    """The L1 (`order=1`) or L2 norm of each slice of `array` along `axis` (one per unit)."""
+    moved = np.moveaxis(np.asarray(array, dtype="float64"), axis, 0)
+    return np.linalg.norm(moved.reshape(moved.shape[0], -1), ord=order, axis=1)
+
+
+def _host(variable):
+    return running_state.host_value(variable)
 
 
 def _incoming_norms(layer):
-    kernel = np.asarray(running_state.host_value(layer.kernel), dtype="float64")
-    squares = (kernel.reshape(-1, kernel.shape[-1]) ** 2).sum(axis=0)
+    norms = _unit_norms(_host(layer.kernel), -1)
     if layer.use_bias:
-        squares = squares + np.asarray(running_state.host_value(layer.bias), "float64") ** 2
-    return np.sqrt(squares)
+        norms = np.hypot(norms, _host(layer.bias).astype("float64"))
+    return norms
 
 
 def _normalization_scale(layer):
@@ -312,29 +314,19 @@ def _normalization_scale(layer):
 
 def _attention_saliency(layer):
     _, _, value_dense, output_dense = keras_internals.multi_head_attention_projections(layer)
-    value_kernel = np.asarray(running_state.host_value(value_dense.kernel), "float64")
-    output_kernel = np.asarray(running_state.host_value(output_dense.kernel), "float64")
-    heads = value_kernel.shape[1]
-    value_norms = np.sqrt((np.moveaxis(value_kernel, 1, 0).reshape(heads, -1) ** 2).sum(axis=1))
-    output_norms = np.sqrt((output_kernel.reshape(heads, -1) ** 2).sum(axis=1))
-    return value_norms * output_norms
+    return _unit_norms(_host(value_dense.kernel), 1) * _unit_norms(_host(output_dense.kernel), 0)
 
 
 def _magnitude(layer):
     """The L1 norm of each unit's incoming weights (a head's query, key, value and output
     weights), the criterion of structured magnitude pruning."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
-        total = 0.0
-        projections = keras_internals.multi_head_attention_projections(layer)
-        for index, dense in enumerate(projections):
-            kernel = np.abs(np.asarray(running_state.host_value(dense.kernel), "float64"))
-            heads_axis = 0 if index == len(projections) - 1 else 1  # the output projection
-            total = total + np.moveaxis(kernel, heads_axis, 0).reshape(
-                kernel.shape[heads_axis], -1
-            ).sum(axis=1)
-        return total
-    kernel = np.abs(np.asarray(running_state.host_value(layer.kernel), "float64"))
-    return kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)
+        query, key, value, output = keras_internals.multi_head_attention_projections(layer)
+        # The heads are the second axis of the input projections, the first of the output one.
+        return sum(
+            _unit_norms(_host(dense.kernel), 1, order=1) for dense in (query, key, value)
+        ) + (_unit_norms(_host(output.kernel), 0, order=1))
+    return _unit_norms(_host(layer.kernel), -1, order=1)
 
 
 def _reader_inputs(graph, reader):
@@ -382,7 +374,7 @@ def _saliencies(graph, converted, links, x, saliency):
         for reader in layer_links.consumers:
             if topology.is_normalization(reader):
                 continue
-            rows = _row_norms(running_state.host_value(reader.kernel))
+            rows = _unit_norms(_host(reader.kernel), -2)  # the input axis
             if id(reader) in measured:
                 scale = measured[id(reader)]
             elif reader in layer_links.direct_readers or through_normalization is None:

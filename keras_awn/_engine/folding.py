@@ -24,10 +24,7 @@ def fold_importance(reader, importance) -> None:
     """
     importance = np.asarray(importance, dtype="float64")
     if isinstance(reader, keras.layers.BatchNormalization):
-        variables = (reader.gamma, reader.moving_mean, reader.moving_variance)
-        values = [running_state.host_value(variable) for variable in variables]
-        folded = scaled_normalization(*values, 1.0 / importance, float(reader.epsilon))
-        for variable, value in zip(variables, folded):
+        for variable, value in normalization_assignments(reader, 1.0 / importance):
             variable.assign(value)
         return
     kernel = running_state.host_value(reader.kernel)
@@ -50,7 +47,8 @@ def scaled_normalization(gamma, moving_mean, moving_variance, scale, epsilon):
     variance = np.asarray(moving_variance, dtype="float64")
     scaled_variance = s**2 * variance
     new_gamma = (
-        np.asarray(gamma, "float64") * np.sqrt(scaled_variance + epsilon)
+        np.asarray(gamma, "float64")
+        * np.sqrt(scaled_variance + epsilon)
         / (s * np.sqrt(variance + epsilon))
     )
     return (
@@ -58,3 +56,21 @@ def scaled_normalization(gamma, moving_mean, moving_variance, scale, epsilon):
         (np.asarray(moving_mean, "float64") * s).astype(np.asarray(moving_mean).dtype),
         scaled_variance.astype(np.asarray(moving_variance).dtype),
     )
+
+
+def normalization_assignments(reader, scale) -> list:
+    """`[(variable, value)]` that make a built BatchNormalization `reader` compute, in
+    inference, from its first `len(scale)` channels multiplied by `scale` what it computed from
+    them before (`scaled_normalization`); its other channels are left as they are."""
+    scale = np.asarray(scale, dtype="float64")
+    kept = len(scale)
+    variables = (reader.gamma, reader.moving_mean, reader.moving_variance)
+    values = [running_state.host_value(variable) for variable in variables]
+    rescaled = scaled_normalization(
+        *(value[:kept] for value in values), scale, float(reader.epsilon)
+    )
+    assignments = []
+    for variable, value, new in zip(variables, values, rescaled):
+        value[:kept] = new  # host_value returns a copy
+        assignments.append((variable, value))
+    return assignments

@@ -124,22 +124,6 @@ def _reader_kernels(links):
     return kernels
 
 
-def _rescaled_normalization(reader, scale, kept):
-    """Assignments that keep a BatchNormalization reader's inference output for its first
-    `kept` channels when their inputs are multiplied by `scale`."""
-    variables = (reader.gamma, reader.moving_mean, reader.moving_variance)
-    values = [running_state.host_value(variable) for variable in variables]
-    rescaled = folding.scaled_normalization(
-        *(value[:kept] for value in values), scale, float(reader.epsilon)
-    )
-    assignments = []
-    for variable, value, new in zip(variables, values, rescaled):
-        value = value.copy()
-        value[:kept] = new
-        assignments.append((variable, value))
-    return assignments
-
-
 def set_width(layer, units: int, links) -> None:
     """Sets `layer`'s width to `units`, keeping what the model computes from its kept units.
 
@@ -173,7 +157,7 @@ def set_width(layer, units: int, links) -> None:
         if topology.is_normalization(reader):
             # Its inputs are multiplied by new / old importance (`1 / scale`): its statistics
             # follow, so that inference computes the same.
-            assignments += _rescaled_normalization(reader, 1.0 / scale[:kept], kept)
+            assignments += folding.normalization_assignments(reader, 1.0 / scale[:kept])
     for variable, axis in _reader_kernels(links):
         value = running_state.host_value(variable)
         shape = [1] * value.ndim
